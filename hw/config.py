@@ -1,0 +1,111 @@
+"""The one configuration of the accelerator, shared by hw, sw and tb.
+
+This module imports nothing from Amaranth on purpose: the compiler (`cdm_qta.sw`), the
+testbenches (`cdm_qta.tb`) and the cycle model read the same object that the hardware is
+generated from, and none of them should need an HDL toolchain to do so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import operator
+import os
+from typing import Any, ClassVar
+
+__all__ = ["ArrayConfig"]
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
+    try:
+        ivalue = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an integer, not {value!r}") from None
+    if not lo <= ivalue <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
+    return ivalue
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayConfig:
+    """Shape and number formats of the N x N processing-element array.
+
+    Parameters
+    ----------
+    n : int
+        Rows and columns of the square PE array (the paper's design point is 64).
+    operand_bits : int
+        Width of the signed operands (INT8 in the paper).
+    acc_bits : int
+        Width of the signed accumulators. Must hold a full WS column of worst-case products,
+        ``n * (-2**(operand_bits-1))**2``, so one tile never wraps; longer reductions wrap
+        modulo ``2**acc_bits`` exactly like :func:`cdm_qta.golden.gemm`.
+
+    Raises
+    ------
+    ValueError
+        If a field is out of range; the message names the offending value.
+    """
+
+    n: int = 64
+    operand_bits: int = 8
+    acc_bits: int = 32
+
+    ENV_VAR: ClassVar[str] = "CDM_QTA_CONFIG"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _check_int("n", self.n, 1, 256))
+        object.__setattr__(
+            self, "operand_bits", _check_int("operand_bits", self.operand_bits, 2, 16)
+        )
+        object.__setattr__(self, "acc_bits", _check_int("acc_bits", self.acc_bits, 2, 64))
+        need = self.column_sum_bits
+        if self.acc_bits < need:
+            raise ValueError(
+                f"acc_bits must be at least {need} to hold {self.n} worst-case products of "
+                f"{self.operand_bits}-bit operands, not {self.acc_bits!r}"
+            )
+
+    @property
+    def column_sum_bits(self) -> int:
+        """Bits a signed sum of ``n`` worst-case products needs (the WS column bound)."""
+        worst = self.n * (1 << (self.operand_bits - 1)) ** 2  # (-2^(b-1))^2, n times
+        return worst.bit_length() + 1  # +1 sign bit: worst is positive, so it needs b+1 bits
+
+    @property
+    def module_name(self) -> str:
+        """Verilog name of the generated top module, unique per configuration."""
+        return f"cdm_qta_array_n{self.n}_i{self.operand_bits}_a{self.acc_bits}"
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.n * self.n
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArrayConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown ArrayConfig fields: {sorted(unknown)!r}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArrayConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_env(cls) -> ArrayConfig:
+        """Read the configuration a pytest runner passed to a cocotb test through the environment."""
+        text = os.environ.get(cls.ENV_VAR)
+        if text is None:
+            raise RuntimeError(f"{cls.ENV_VAR} is not set: run this test through pytest")
+        return cls.from_json(text)
+
+    def __str__(self) -> str:
+        return f"n{self.n}"
