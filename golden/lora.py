@@ -90,9 +90,11 @@ __all__ = [
     "run_program",
 ]
 
-#: Relative Frobenius error (``||q - ref|| / ||ref||``) of the INT8 layer against FP32 that the
-#: tests accept on the real vectors, per output. Measured values are about a third of these.
-REL_ERROR_BOUND: Mapping[str, float] = {"Y": 0.03, "dX": 0.05, "dA": 0.08, "dB": 0.05}
+#: Relative Frobenius error (``||q - ref|| / ||ref||``) of the INT8 layer against torch's FP32
+#: that the tests accept on the real vectors, per output. Measured on the committed vectors
+#: (q = 8, nearest): Y 0.67-0.80 %, dX 0.64-0.84 %, dA 0.11-1.01 %, dB 0.25-1.60 %; the bounds
+#: leave a margin of about 2.5x for regenerated vectors.
+REL_ERROR_BOUND: Mapping[str, float] = {"Y": 0.02, "dX": 0.02, "dA": 0.03, "dB": 0.04}
 
 
 class Phase(StrEnum):
