@@ -94,9 +94,7 @@ def max_safe_reduction(*, operand_bits: int = 8, acc_bits: int = 32) -> int:
     return ((1 << (acc_bits - 1)) - 1) // worst
 
 
-def rand_int(
-    rng: np.random.Generator, shape: tuple[int, ...], bits: int = 8
-) -> NDArray[np.int64]:
+def rand_int(rng: np.random.Generator, shape: tuple[int, ...], bits: int = 8) -> NDArray[np.int64]:
     """Uniform random signed ``bits``-bit integers over the full range, from ``rng``."""
     lo, hi = _int_range(bits)
     return rng.integers(lo, hi, size=shape, endpoint=True, dtype=np.int64)

@@ -61,9 +61,7 @@ class SystolicArray(wiring.Component):
         n = self._cfg.n
         pes = [
             [
-                ProcessingElement(
-                    operand_bits=self._cfg.operand_bits, acc_bits=self._cfg.acc_bits
-                )
+                ProcessingElement(operand_bits=self._cfg.operand_bits, acc_bits=self._cfg.acc_bits)
                 for _ in range(n)
             ]
             for _ in range(n)

@@ -112,7 +112,7 @@ class ArrayConfig:
 
     @classmethod
     def from_env(cls) -> ArrayConfig:
-        """Read the configuration a pytest runner passed to a cocotb test through the environment."""
+        """Read the configuration that the pytest half passed to a cocotb test by environment."""
         text = os.environ.get(cls.ENV_VAR)
         if text is None:
             raise RuntimeError(f"{cls.ENV_VAR} is not set: run this test through pytest")

@@ -115,9 +115,7 @@ class ArrayCore(wiring.Component):
 
         a_ws = self.a.valid & (a.mode == Dataflow.WS)
         b_ws = self.b.valid & (b.mode == Dataflow.WS)
-        os_pair = (
-            self.a.valid & self.b.valid & (a.mode == Dataflow.OS) & (b.mode == Dataflow.OS)
-        )
+        os_pair = self.a.valid & self.b.valid & (a.mode == Dataflow.OS) & (b.mode == Dataflow.OS)
         take_ws_a = Signal()
         take_ws_b = Signal()
         take_os = Signal()

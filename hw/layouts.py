@@ -51,9 +51,7 @@ def beat_layout(cfg: ArrayConfig) -> data.StructLayout:
 
 def output_layout(cfg: ArrayConfig) -> data.StructLayout:
     """One de-skewed output row: N accumulator lanes and the flag closing a tile."""
-    return data.StructLayout(
-        {"data": data.ArrayLayout(signed(cfg.acc_bits), cfg.n), "last": 1}
-    )
+    return data.StructLayout({"data": data.ArrayLayout(signed(cfg.acc_bits), cfg.n), "last": 1})
 
 
 def output_signature(cfg: ArrayConfig) -> wiring.Signature:

@@ -298,9 +298,7 @@ class ArrayTB:
     ) -> tuple[RunResult, list[TileTiming]]:
         """Run a program, check every result against golden; return the run and the model."""
         a_beats, b_beats = self.beats(ops)
-        result = await self.drive(
-            a_beats, b_beats, expect_rows=self.output_rows(ops), pause=pause
-        )
+        result = await self.drive(a_beats, b_beats, expect_rows=self.output_rows(ops), pause=pause)
         self.check_results(ops, result)
         return result, schedule([op.tile for op in ops], self.cfg.n)
 
@@ -323,7 +321,9 @@ class ArrayTB:
                 got = got_rows[: want.shape[0], : want.shape[1]]
                 row += n
             if lasts != [False] * (len(lasts) - 1) + [True]:
-                raise AssertionError(f"op {i}: `last` flags {lasts} (only the final row may be set)")
+                raise AssertionError(
+                    f"op {i}: `last` flags {lasts} (only the final row may be set)"
+                )
             if got.shape != want.shape or not np.array_equal(got, want):
                 bad = np.argwhere(got != want) if got.shape == want.shape else []
                 raise AssertionError(
@@ -352,6 +352,9 @@ class ArrayTB:
 
 def bubbles(rng: np.random.Generator, probability: float = 0.3) -> Iterator[bool]:
     """An endless, seeded pause pattern: True (hold valid low) with the given probability."""
-    return (bool(x) for x in itertools.chain.from_iterable(
-        rng.random(1024) < probability for _ in itertools.count()
-    ))
+    return (
+        bool(x)
+        for x in itertools.chain.from_iterable(
+            rng.random(1024) < probability for _ in itertools.count()
+        )
+    )

