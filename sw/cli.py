@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "generate": "cdm_qta.hw.generate",
     "demo": "cdm_qta.sw.demo",
     "bench": "cdm_qta.tb.bench",
+    "trace": "cdm_qta.sw.trace",
 }
 
 
