@@ -14,7 +14,7 @@ import operator
 import os
 from typing import Any, ClassVar
 
-__all__ = ["ArrayConfig", "Dataflow"]
+__all__ = ["AcceleratorConfig", "ArrayConfig", "Dataflow"]
 
 
 class Dataflow(enum.IntEnum):
@@ -120,3 +120,117 @@ class ArrayConfig:
 
     def __str__(self) -> str:
         return f"n{self.n}"
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+@dataclasses.dataclass(frozen=True)
+class AcceleratorConfig:
+    """The whole accelerator: the array plus SRAM buffers, DRAM port and instruction queue.
+
+    Parameters
+    ----------
+    array : ArrayConfig
+    input_buffer_bytes, weight_buffer_bytes : int
+        INT8 buffers, one SRAM row of N bytes per array row/column (paper: 512 KB each).
+    output_buffer_bytes : int
+        INT32 accumulator buffer, rows of 4N bytes (paper: 1 MB).
+    dram_bus_bytes : int
+        AXI4 data width in bytes (a power of two, 4 to 256).
+    dram_base, dram_size : int
+        The DRAM window the DMA may touch; anything outside is an error, never a bus access.
+    insn_queue_depth : int
+        Instructions the host can queue ahead of the engines.
+
+    Each buffer is split into two halves by the compiler (ping-pong), so a load fills one half
+    while compute reads the other; the hardware enforces only the dependency tokens.
+    """
+
+    array: ArrayConfig = dataclasses.field(default_factory=ArrayConfig)
+    input_buffer_bytes: int = 512 * 1024
+    weight_buffer_bytes: int = 512 * 1024
+    output_buffer_bytes: int = 1024 * 1024
+    dram_bus_bytes: int = 64
+    dram_base: int = 0
+    dram_size: int = 1 << 30
+    insn_queue_depth: int = 16
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, ArrayConfig):
+            raise ValueError(f"array must be an ArrayConfig, not {self.array!r}")
+        n = self.array.n
+        for name, row in (
+            ("input_buffer_bytes", n),
+            ("weight_buffer_bytes", n),
+            ("output_buffer_bytes", 4 * n),
+        ):
+            value = _check_int(name, getattr(self, name), row, row << 20)
+            if value % row:
+                raise ValueError(f"{name} must be a multiple of the {row}-byte row, not {value!r}")
+            object.__setattr__(self, name, value)
+        bus = _check_int("dram_bus_bytes", self.dram_bus_bytes, 4, 256)
+        if not _is_pow2(bus):
+            raise ValueError(f"dram_bus_bytes must be a power of two, not {bus!r}")
+        object.__setattr__(self, "dram_bus_bytes", bus)
+        base = _check_int("dram_base", self.dram_base, 0, (1 << 32) - 1)
+        size = _check_int("dram_size", self.dram_size, 4096, 1 << 32)
+        if base % 4096 or base + size > 1 << 32:
+            raise ValueError(
+                f"the DRAM window must be 4 KB aligned inside 32-bit addresses, "
+                f"not base={base:#x} size={size:#x}"
+            )
+        object.__setattr__(
+            self, "insn_queue_depth", _check_int("insn_queue_depth", self.insn_queue_depth, 2, 1024)
+        )
+
+    @classmethod
+    def small(cls, n: int, rows: int = 256, **kwargs: Any) -> AcceleratorConfig:
+        """A test-sized accelerator: ``rows`` SRAM rows per buffer, bus as wide as a row."""
+        bus = max(4, 1 << max(n - 1, 0).bit_length())
+        return cls(
+            array=ArrayConfig(n=n),
+            input_buffer_bytes=rows * n,
+            weight_buffer_bytes=rows * n,
+            output_buffer_bytes=rows * 4 * n,
+            dram_bus_bytes=min(bus, 256),
+            **kwargs,
+        )
+
+    @property
+    def n(self) -> int:
+        return self.array.n
+
+    @property
+    def input_rows(self) -> int:
+        return self.input_buffer_bytes // self.array.n
+
+    @property
+    def weight_rows(self) -> int:
+        return self.weight_buffer_bytes // self.array.n
+
+    @property
+    def output_rows(self) -> int:
+        return self.output_buffer_bytes // (4 * self.array.n)
+
+    @property
+    def module_name(self) -> str:
+        return (
+            f"cdm_qta_accel_n{self.n}_in{self.input_rows}_w{self.weight_rows}"
+            f"_o{self.output_rows}_bus{self.dram_bus_bytes}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["array"] = self.array.to_dict()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> AcceleratorConfig:
+        d = json.loads(text)
+        d["array"] = ArrayConfig.from_dict(d["array"])
+        return cls(**d)

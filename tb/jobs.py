@@ -54,6 +54,7 @@ def run_job(sim: str, cfg: ArrayConfig, job: dict[str, Any], root: Path | None =
     gen_s = time.perf_counter() - start
     build_dir = build_dir_for(sim, cfg, root)
     fresh = not build_dir.exists()
+    build_dir.mkdir(parents=True, exist_ok=True)
     fd, out_path = tempfile.mkstemp(suffix=".json", prefix="qta-job-")
     os.close(fd)
     rss_before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -71,11 +72,13 @@ def run_job(sim: str, cfg: ArrayConfig, job: dict[str, Any], root: Path | None =
         },
         seed=job.get("seed"),
         timings=timings,
+        log_file=build_dir.parent / f"{cfg.module_name}.{job['coroutine']}.log",
     )
     rss_after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     try:
         if tests == 0 or failed:
-            raise JobFailed(f"{job['coroutine']} failed under {sim} at {cfg}: see the log above")
+            log = build_dir.parent / f"{cfg.module_name}.{job['coroutine']}.log"
+            raise JobFailed(f"{job['coroutine']} failed under {sim} at {cfg}: see {log}")
         result = json.loads(Path(out_path).read_text())
     finally:
         Path(out_path).unlink(missing_ok=True)

@@ -105,12 +105,14 @@ def build_and_test(
     seed: int | None = None,
     waves: bool = False,
     timings: dict[str, float] | None = None,
+    log_file: Path | None = None,
 ) -> tuple[int, int]:
     """Build ``sources`` for ``sim`` (reusing ``build_dir``) and run a cocotb test module.
 
     Returns ``(tests, failures)`` read from the results file: cocotb's runner does not raise on
     a failing test outside pytest, so callers must look at the counts. ``timings``, if given,
     receives the wall seconds of the build (``build_s``) and of the simulation (``test_s``).
+    ``log_file`` sends the build's and the simulator's output there instead of the terminal.
     """
     import time
 
@@ -129,6 +131,7 @@ def build_and_test(
         build_args=build_args,
         timescale=("1ns", "1ps"),
         waves=waves,
+        log_file=log_file,
     )
     env = {
         # cocotb's own DeprecationWarnings are errors; only cocotbext-axi's known ones are not.
@@ -149,6 +152,7 @@ def build_and_test(
             testcase=testcase,
             seed=seed,
             waves=waves,
+            log_file=log_file,
         )
     except SystemExit:
         pass  # under pytest the runner exits on failures; the results file says which
