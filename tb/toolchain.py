@@ -35,6 +35,14 @@ VERILATOR_MAKEFLAGS = "CFG_CXXFLAGS_PCH_I=-include CFG_LDLIBS_THREADS=-pthread"
 VERILATOR_BUILD_ARGS = ("-Wno-fatal", "--no-public-flat-rw", "--public-depth", "1")
 
 
+#: Amaranth's Verilog (through yosys) starts every combinational ``always @*`` block through a
+#: dummy register declared ``= 0``. Under cocotb's default ``-g2012`` Icarus applies such
+#: initialisers without an event, so blocks whose inputs never change stay X forever (e.g. a
+#: busy flag of an engine that has not run yet); Verilog-2005 semantics make the initialiser an
+#: event, as yosys intends.
+ICARUS_BUILD_ARGS = ("-g2005",)
+
+
 class SimulatorMissing(RuntimeError):
     """The requested simulator is not installed (the message says how to get it)."""
 
@@ -122,7 +130,9 @@ def build_and_test(
     if sim == "verilator":
         prepare_verilator()
     runner = get_runner(sim)
-    build_args: list[str] = list(VERILATOR_BUILD_ARGS) if sim == "verilator" else []
+    build_args: list[str] = (
+        list(VERILATOR_BUILD_ARGS) if sim == "verilator" else list(ICARUS_BUILD_ARGS)
+    )
     start = time.perf_counter()
     runner.build(
         sources=[str(s) for s in sources],

@@ -1,0 +1,274 @@
+"""The LOAD and STORE engines: DMA commands for DRAM <-> SRAM row transfers.
+
+Both engines execute their instructions one at a time and in order; the DMA behind them keeps
+several bursts in flight within one instruction. Their ends of the DMA interfaces follow
+:mod:`cdm_qta.hw.dma`: a command, one row beat per DRAM row, and one ``done`` beat per command
+that carries the error bits (a command the DMA rejects moves no data).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+from .dma import (
+    dma_command_layout,
+    dma_error_layout,
+    dma_read_row_layout,
+    dma_write_row_layout,
+)
+from .isa import Buffer, Opcode
+from .isa_layout import insn_layout
+from .streamer import RowStreamer
+
+__all__ = ["LoadEngine", "StoreEngine"]
+
+
+def _row_bits(rows: int) -> int:
+    return max(rows - 1, 1).bit_length()
+
+
+class LoadEngine(wiring.Component):
+    """LOAD: DRAM rows -> input or weight buffer rows (see :mod:`cdm_qta.hw.isa`).
+
+    Members
+    -------
+    insn : In(stream)       LOAD instruction words in program order
+    c2l_ready : In          COMPUTE->LOAD token counter non-zero
+    pop_c2l, push_l2c : Out token strobes
+    dma_cmd, dma_row, dma_done : the DMA reader's command, row and completion streams
+    in_wr_*, w_wr_* : Out   write ports of the input and weight buffers
+    retire, busy, wait_token, wait_bus, range_error : Out
+    bytes : Out             DRAM bytes delivered this cycle (for the DMA counter)
+    """
+
+    def __init__(self, cfg: AcceleratorConfig) -> None:
+        self._cfg = cfg
+        n = cfg.n
+        super().__init__(
+            {
+                "insn": In(stream.Signature(insn_layout(Opcode.LOAD))),
+                "c2l_ready": In(1),
+                "pop_c2l": Out(1),
+                "push_l2c": Out(1),
+                "dma_cmd": Out(stream.Signature(dma_command_layout())),
+                "dma_row": In(stream.Signature(dma_read_row_layout(n))),
+                "dma_done": In(stream.Signature(dma_error_layout())),
+                "in_wr_addr": Out(_row_bits(cfg.input_rows)),
+                "in_wr_en": Out(1),
+                "w_wr_addr": Out(_row_bits(cfg.weight_rows)),
+                "w_wr_en": Out(1),
+                "wr_data": Out(8 * n),
+                "retire": Out(1),
+                "busy": Out(1),
+                "wait_token": Out(1),
+                "wait_bus": Out(1),
+                "range_error": Out(1),
+                "dma_error": Out(dma_error_layout()),
+                "bytes": Out(12),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg = self._cfg
+        insn = self.insn.payload
+        buffer = Signal()
+        base = Signal(20)
+        index = Signal(16)
+        push = Signal()
+        cmd = Signal(dma_command_layout())
+
+        tokens_ok = ~insn.pop_next | self.c2l_ready
+        limit = Signal(range(max(cfg.input_rows, cfg.weight_rows) + 1))
+        m.d.comb += limit.eq(Mux(insn.buffer == Buffer.WEIGHT, cfg.weight_rows, cfg.input_rows))
+        in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= limit)
+
+        m.d.comb += [
+            self.dma_cmd.payload.eq(cmd),
+            self.wr_data.eq(self.dma_row.payload.data.as_value()),
+        ]
+        with m.FSM(name="load") as fsm:
+            with m.State("Idle"):
+                take = self.insn.valid & tokens_ok
+                m.d.comb += [
+                    self.insn.ready.eq(tokens_ok),
+                    self.pop_c2l.eq(take & insn.pop_next),
+                    self.wait_token.eq(self.insn.valid & ~tokens_ok),
+                ]
+                with m.If(take):
+                    m.d.sync += [
+                        buffer.eq(insn.buffer),
+                        base.eq(insn.sram_row),
+                        index.eq(0),
+                        push.eq(insn.push_next),
+                        cmd.dram_addr.eq(insn.dram_addr),
+                        cmd.stride.eq(insn.stride),
+                        cmd.rows.eq(insn.rows),
+                        cmd.row_bytes.eq(insn.row_bytes),
+                    ]
+                    with m.If(in_range):
+                        m.next = "Issue"
+                    with m.Else():
+                        # Outside the buffer: nothing moves, the tokens still flow.
+                        m.d.comb += [
+                            self.range_error.eq(1),
+                            self.retire.eq(1),
+                            self.push_l2c.eq(insn.push_next),
+                        ]
+            with m.State("Issue"):
+                m.d.comb += [self.dma_cmd.valid.eq(1), self.wait_bus.eq(~self.dma_cmd.ready)]
+                with m.If(self.dma_cmd.ready):
+                    m.next = "Transfer"
+            with m.State("Transfer"):
+                m.d.comb += [
+                    self.dma_row.ready.eq(1),
+                    self.dma_done.ready.eq(1),
+                    self.wait_bus.eq(~self.dma_row.valid & ~self.dma_done.valid),
+                ]
+                with m.If(self.dma_row.valid):
+                    m.d.sync += index.eq(index + 1)
+                    m.d.comb += [
+                        self.bytes.eq(cmd.row_bytes),
+                        self.in_wr_en.eq(buffer == Buffer.INPUT),
+                        self.w_wr_en.eq(buffer == Buffer.WEIGHT),
+                    ]
+                with m.If(self.dma_done.valid):
+                    m.d.comb += [
+                        self.dma_error.eq(self.dma_done.payload),
+                        self.retire.eq(1),
+                        self.push_l2c.eq(push),
+                    ]
+                    m.next = "Idle"
+        m.d.comb += [
+            self.in_wr_addr.eq(base + index),
+            self.w_wr_addr.eq(base + index),
+            self.busy.eq(self.insn.valid | ~fsm.ongoing("Idle")),
+        ]
+        return m
+
+
+class StoreEngine(wiring.Component):
+    """STORE: output buffer rows (INT32 lanes, little-endian) -> DRAM rows.
+
+    Members
+    -------
+    insn : In(stream)        STORE instruction words in program order
+    c2s_ready : In           COMPUTE->STORE token counter non-zero
+    pop_c2s, push_s2c : Out  token strobes
+    dma_cmd, dma_row, dma_done : the DMA writer's command, row and completion streams
+    out_rd_* : the output buffer's store-side read port
+    retire, busy, wait_token, wait_bus, range_error : Out
+    bytes : Out              bytes handed to the DMA writer this cycle (for the DMA counter)
+    """
+
+    def __init__(self, cfg: AcceleratorConfig) -> None:
+        self._cfg = cfg
+        n = cfg.n
+        self._out_row = data.ArrayLayout(signed(cfg.array.acc_bits), n)
+        self._addr_bits = _row_bits(cfg.output_rows)
+        super().__init__(
+            {
+                "insn": In(stream.Signature(insn_layout(Opcode.STORE))),
+                "c2s_ready": In(1),
+                "pop_c2s": Out(1),
+                "push_s2c": Out(1),
+                "dma_cmd": Out(stream.Signature(dma_command_layout())),
+                "dma_row": Out(stream.Signature(dma_write_row_layout(4 * n))),
+                "dma_done": In(stream.Signature(dma_error_layout())),
+                "out_rd_addr": Out(self._addr_bits),
+                "out_rd_en": Out(1),
+                "out_rd_data": In(self._out_row),
+                "retire": Out(1),
+                "busy": Out(1),
+                "wait_token": Out(1),
+                "wait_bus": Out(1),
+                "range_error": Out(1),
+                "dma_error": Out(dma_error_layout()),
+                "bytes": Out(12),
+            }
+        )
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        cfg = self._cfg
+        m.submodules.rows = rows = RowStreamer(
+            row_shape=self._out_row, addr_bits=self._addr_bits, tag_shape=unsigned(1)
+        )
+        insn = self.insn.payload
+        push = Signal()
+        cmd = Signal(dma_command_layout())
+        cmd_sent = Signal()
+        job_sent = Signal()
+        job = Signal(rows.job.payload.shape())
+
+        tokens_ok = ~insn.pop_prev | self.c2s_ready
+        in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= cfg.output_rows)
+        m.d.comb += [
+            self.dma_cmd.payload.eq(cmd),
+            rows.job.payload.eq(job),
+            self.out_rd_addr.eq(rows.rd_addr),
+            self.out_rd_en.eq(rows.rd_en),
+            rows.rd_data.eq(self.out_rd_data),
+            self.dma_row.valid.eq(rows.rows.valid),
+            self.dma_row.payload.data.eq(rows.rows.payload.data.as_value()),
+            rows.rows.ready.eq(self.dma_row.ready),
+            self.bytes.eq(Mux(self.dma_row.valid & self.dma_row.ready, cmd.row_bytes, 0)),
+        ]
+        busy = Signal()
+        with m.FSM(name="store"):
+            with m.State("Idle"):
+                take = self.insn.valid & tokens_ok
+                m.d.comb += [
+                    self.insn.ready.eq(tokens_ok),
+                    self.pop_c2s.eq(take & insn.pop_prev),
+                    self.wait_token.eq(self.insn.valid & ~tokens_ok),
+                ]
+                with m.If(take):
+                    m.d.sync += [
+                        push.eq(insn.push_prev),
+                        cmd.dram_addr.eq(insn.dram_addr),
+                        cmd.stride.eq(insn.stride),
+                        cmd.rows.eq(insn.rows),
+                        cmd.row_bytes.eq(insn.row_bytes),
+                        job.start.eq(insn.sram_row),
+                        job.count.eq(insn.rows),
+                        cmd_sent.eq(0),
+                        job_sent.eq(0),
+                    ]
+                    with m.If(in_range):
+                        m.next = "Run"
+                    with m.Else():
+                        m.d.comb += [
+                            self.range_error.eq(1),
+                            self.retire.eq(1),
+                            self.push_s2c.eq(insn.push_prev),
+                        ]
+            with m.State("Run"):
+                # The command and the row reads start together; the DMA consumes every row
+                # even if it rejects the command, so the engine's side never changes.
+                m.d.comb += [
+                    busy.eq(1),
+                    self.dma_cmd.valid.eq(~cmd_sent),
+                    rows.job.valid.eq(~job_sent),
+                    self.dma_done.ready.eq(cmd_sent & job_sent),
+                    self.wait_bus.eq(
+                        (self.dma_row.valid & ~self.dma_row.ready)
+                        | (~cmd_sent & ~self.dma_cmd.ready)
+                    ),
+                ]
+                with m.If(self.dma_cmd.ready):
+                    m.d.sync += cmd_sent.eq(1)
+                with m.If(rows.job.ready):
+                    m.d.sync += job_sent.eq(1)
+                with m.If(self.dma_done.valid & cmd_sent & job_sent):
+                    m.d.comb += [
+                        self.dma_error.eq(self.dma_done.payload),
+                        self.retire.eq(1),
+                        self.push_s2c.eq(push),
+                    ]
+                    m.next = "Idle"
+        m.d.comb += self.busy.eq(self.insn.valid | busy | rows.busy)
+        return m

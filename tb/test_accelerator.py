@@ -1,0 +1,208 @@
+"""Accelerator regressions: programs through AXI4-Lite, DRAM behind AXI4 (cocotbext-axi).
+
+Every result is read back from DRAM and compared element for element with
+:func:`cdm_qta.golden.gemm`; hardware errors must show up in STATUS and leave the accelerator
+usable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cdm_qta import golden
+from cdm_qta.hw.config import AcceleratorConfig, Dataflow
+from cdm_qta.hw.isa import Buffer, Compute, Fence, Load, Store
+
+try:
+    import cocotb
+except ImportError:  # pragma: no cover
+    cocotb = None
+
+from .accel_tb import AccelTB
+
+TIMEOUT_MS = 50
+
+CONFIG_ENV = "CDM_QTA_ACCEL_CONFIG"
+
+
+def _setup(dut: object) -> tuple[AcceleratorConfig, np.random.Generator]:
+    cfg = AcceleratorConfig.from_json(os.environ[CONFIG_ENV])
+    seed = cocotb.RANDOM_SEED
+    dut._log.info(f"config {cfg.to_json()}, test seed {seed}")
+    return cfg, np.random.default_rng(seed)
+
+
+def _pad(x: np.ndarray, stride: int) -> bytes:
+    """Rows of ``x`` (any integer dtype, little-endian) padded to ``stride`` bytes each."""
+    raw = np.ascontiguousarray(x).view(np.uint8).reshape(x.shape[0], -1)
+    out = np.zeros((x.shape[0], stride), dtype=np.uint8)
+    out[:, : raw.shape[1]] = raw
+    return out.tobytes()
+
+
+def _round(x: int, to: int) -> int:
+    return -(-x // to) * to
+
+
+def single_tile_program(
+    cfg: AcceleratorConfig, mode: Dataflow, a: np.ndarray, b: np.ndarray
+) -> tuple[list, dict[str, int]]:
+    """LOAD, LOAD, COMPUTE, STORE, FENCE for one tile; returns the program and DRAM addresses.
+
+    WS: input rows = rows of A, weight rows = rows of B. OS: input rows = columns of A.
+    """
+    bus = cfg.dram_bus_bytes
+    m, k = a.shape
+    c = b.shape[1]
+    in_rows = a if mode == Dataflow.WS else a.T
+    addrs = {"a": 0, "b": 0x4000, "c": 0x8000}
+    a_stride = _round(in_rows.shape[1], bus)
+    b_stride = _round(c, bus)
+    c_stride = _round(4 * c, bus)
+    program = [
+        Load(
+            buffer=Buffer.INPUT,
+            sram_row=0,
+            rows=in_rows.shape[0],
+            row_bytes=in_rows.shape[1],
+            dram_addr=addrs["a"],
+            stride=a_stride,
+        ),
+        Load(
+            buffer=Buffer.WEIGHT,
+            sram_row=0,
+            rows=k,
+            row_bytes=c,
+            dram_addr=addrs["b"],
+            stride=b_stride,
+            push_next=True,
+        ),
+        Compute(
+            dataflow=int(mode),
+            a_row=0,
+            b_row=0,
+            out_row=0,
+            k=k,
+            m=m,
+            c=c,
+            pop_prev=True,
+            push_next=True,
+        ),
+        Store(
+            sram_row=0,
+            rows=m,
+            row_bytes=4 * c,
+            dram_addr=addrs["c"],
+            stride=c_stride,
+            pop_prev=True,
+        ),
+        Fence(),
+    ]
+    layout = {"a_stride": a_stride, "b_stride": b_stride, "c_stride": c_stride, **addrs}
+    return program, layout
+
+
+async def run_single_tile(
+    tb: AccelTB, mode: Dataflow, a: np.ndarray, b: np.ndarray
+) -> dict[str, int]:
+    cfg = tb.cfg
+    program, lay = single_tile_program(cfg, mode, a, b)
+    in_rows = a if mode == Dataflow.WS else a.T
+    tb.dram_write(lay["a"], _pad(in_rows.astype(np.int8), lay["a_stride"]))
+    tb.dram_write(lay["b"], _pad(b.astype(np.int8), lay["b_stride"]))
+    errors, counters = await tb.run(program)
+    assert not errors, f"errors: {errors}"
+    m, c = a.shape[0], b.shape[1]
+    raw = tb.dram_read(lay["c"], m * lay["c_stride"])
+    got = np.frombuffer(raw, dtype="<i4").reshape(m, -1)[:, :c]
+    want = golden.gemm(a, b)
+    np.testing.assert_array_equal(got, want)
+    assert counters["macs"] == a.shape[0] * a.shape[1] * c
+    return counters
+
+
+if cocotb is not None:
+
+    @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
+    async def single_tiles(dut: object) -> None:
+        """One WS and one OS tile end to end through DRAM."""
+        cfg, rng = _setup(dut)
+        n = cfg.n
+        tb = AccelTB(dut, cfg, rng)
+        await tb.start()
+        for mode in (Dataflow.WS, Dataflow.OS):
+            m = int(rng.integers(1, n + 1))
+            k = int(rng.integers(1, n + 1))
+            c = int(rng.integers(1, n + 1))
+            a = golden.rand_int(rng, (m, k))
+            b = golden.rand_int(rng, (k, c))
+            counters = await run_single_tile(tb, mode, a, b)
+            dut._log.info(f"{mode.name} {m}x{k}x{c}: {counters}")
+
+
+# ---------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = Path(os.environ.get("CDM_QTA_BUILD", ROOT / "build"))
+AXI_WARNINGS = ",".join(
+    [
+        "error::DeprecationWarning",
+        "ignore:Use `handle.set(Immediate(...))`:DeprecationWarning",
+        "ignore:Use `signal.value_change` instead.:DeprecationWarning",
+        "ignore:The data field will be removed:DeprecationWarning",
+    ]
+)
+
+
+def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
+    from amaranth.back import verilog
+
+    from cdm_qta.hw.accelerator import Accelerator
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{cfg.module_name}.v"
+    text = verilog.convert(Accelerator(cfg), name=cfg.module_name, emit_src=False)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def run_accel_regression(sim: str, cfg: AcceleratorConfig, testcase: str | None = None) -> None:
+    from .toolchain import build_and_test, simulator_available
+
+    ok, why = simulator_available(sim)
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{sim} is required in CI: {why}")
+        pytest.skip(why)
+    source = generate_accelerator(cfg, BUILD / "gen")
+    seed = int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
+    print(f"{sim} {cfg.module_name}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
+    tests, failed = build_and_test(
+        sim=sim,
+        sources=[source],
+        toplevel=cfg.module_name,
+        test_module="cdm_qta.tb.test_accelerator",
+        build_dir=BUILD / "sim" / sim / cfg.module_name,
+        extra_env={CONFIG_ENV: cfg.to_json(), "PYTHONWARNINGS": AXI_WARNINGS},
+        testcase=testcase or os.environ.get("TESTCASE") or None,
+        seed=seed,
+        waves=os.environ.get("WAVES") == "1",
+    )
+    assert tests > 0, "no cocotb test ran"
+    assert failed == 0, f"{failed} of {tests} cocotb tests failed under {sim} (seed {seed})"
+
+
+ACCEL_CONFIGS = [AcceleratorConfig.small(4, dram_size=1 << 16)]
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("cfg", ACCEL_CONFIGS, ids=lambda c: f"n{c.n}")
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_accelerator(sim: str, cfg: AcceleratorConfig) -> None:
+    run_accel_regression(sim, cfg)
