@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "demo": "cdm_qta.sw.demo",
     "bench": "cdm_qta.tb.bench",
     "trace": "cdm_qta.sw.trace",
+    "gemm": "cdm_qta.sw.gemm_cmd",
 }
 
 
