@@ -8,7 +8,7 @@ registers of :mod:`cdm_qta.hw.regs`.
 
 from __future__ import annotations
 
-import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -41,11 +41,15 @@ class AccelTB:
         rng: np.random.Generator,
         *,
         pause: float = 0.0,
+        ram_size: int | None = None,
     ) -> None:
         self.dut = dut
         self.cfg = cfg
         self.rng = rng
         self.pause = pause
+        # The modelled DRAM need not span the whole window (1 GB by default): the RAM model
+        # allocates what it models, and accesses inside the window wrap around its size.
+        self.ram_size = min(ram_size or cfg.dram_size, cfg.dram_size)
         self.faults: list[tuple[int, int]] = []  # [start, end) byte ranges answering SLVERR
 
     async def start(self) -> None:
@@ -58,9 +62,10 @@ class AccelTB:
         await Timer(1, unit="ns")
         Clock(dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
-        self.ram = AxiRam(
-            AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=self.cfg.dram_size
-        )
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=self.ram_size)
+        # cocotbext-axi logs every transaction at INFO: far too much for long programs.
+        for model in (self.host.write_if, self.host.read_if, self.ram.write_if, self.ram.read_if):
+            model.log.setLevel(logging.WARNING)
         self._install_faults()
         if self.pause:
             for channel in (
@@ -162,7 +167,3 @@ class AccelTB:
 
     def dram_read(self, addr: int, length: int) -> bytes:
         return self.ram.read(addr - self.cfg.dram_base, length)
-
-
-def pause_pattern(rng: np.random.Generator, probability: float) -> Iterator[int]:
-    return itertools.islice(_random_pauses(rng, probability), None)

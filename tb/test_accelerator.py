@@ -143,6 +143,89 @@ if cocotb is not None:
             counters = await run_single_tile(tb, mode, a, b)
             dut._log.info(f"{mode.name} {m}x{k}x{c}: {counters}")
 
+    @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
+    async def bus_backpressure(dut: object) -> None:
+        """Random pauses on all five AXI channels: results unchanged."""
+        cfg, rng = _setup(dut)
+        tb = AccelTB(dut, cfg, rng, pause=0.4)
+        await tb.start()
+        for mode in (Dataflow.WS, Dataflow.OS, Dataflow.WS):
+            n = cfg.n
+            a = golden.rand_int(rng, (int(rng.integers(1, n + 1)), n))
+            b = golden.rand_int(rng, (n, int(rng.integers(1, n + 1))))
+            await run_single_tile(tb, mode, a, b)
+
+    @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
+    async def bad_input_sets_errors(dut: object) -> None:
+        """Illegal words, ranges, windows, alignment and bus errors: error bits, no hang."""
+        cfg, rng = _setup(dut)
+        n = cfg.n
+        bus = cfg.dram_bus_bytes
+        tb = AccelTB(dut, cfg, rng)
+        await tb.start()
+        outside = cfg.dram_base + cfg.dram_size
+        cases = [
+            ("illegal_insn", [0]),  # opcode 0
+            ("illegal_insn", [(7 | 1 << 8)]),  # opcode 7
+            ("illegal_insn", [Load(rows=1, row_bytes=1, pop_prev=True)]),
+            ("load_range", [Load(sram_row=cfg.input_rows - 1, rows=2, row_bytes=1)]),
+            ("dma_window", [Load(rows=2, row_bytes=bus, dram_addr=outside - bus, stride=bus)]),
+            ("dma_align", [Load(rows=1, row_bytes=1, dram_addr=1)]),
+            ("dma_align", [Load(rows=1, row_bytes=n + 1)]),
+            ("compute_range", [Compute(dataflow=int(Dataflow.WS), k=n + 1, m=1, c=1)]),
+            ("compute_range", [Compute(dataflow=int(Dataflow.OS), k=1, m=n + 1, c=1)]),
+            ("compute_range", [Compute(k=1, m=1, c=0)]),
+            ("store_range", [Store(sram_row=cfg.output_rows, rows=1, row_bytes=4)]),
+            ("dma_window", [Store(rows=1, row_bytes=4, dram_addr=outside)]),
+        ]
+        # Tokens of rejected instructions still flow: a consumer waiting on them finishes.
+        cases.append(
+            (
+                "compute_range",
+                [
+                    Compute(k=1, m=1, c=0, push_next=True),
+                    Store(rows=1, row_bytes=4, dram_addr=0x100, pop_prev=True),
+                ],
+            )
+        )
+        for want, program in cases:
+            errors, _ = await tb.run([*program, Fence()])
+            assert errors == {want}, f"{[str(p) for p in program]}: errors {errors}, want {want}"
+            busy, errors = await tb.status()
+            assert not busy
+            await tb.clear()
+            busy, errors = await tb.status()
+            assert not errors, "CONTROL[0] must clear the error bits"
+            a = golden.rand_int(rng, (n, n))
+            b = golden.rand_int(rng, (n, n))
+            await run_single_tile(tb, Dataflow.WS, a, b)  # and the next GEMM is exact
+        # Bus errors: SLVERR on a read and on a write, then exact results again.
+        for mode, region in ((Dataflow.WS, (0, 16)), (Dataflow.OS, (0x8000, 0x8010))):
+            tb.faults = [region]
+            a = golden.rand_int(rng, (n, n))
+            b = golden.rand_int(rng, (n, n))
+            program, lay = single_tile_program(cfg, mode, a, b)
+            errors, _ = await tb.run(program)
+            want = "dma_read_bus" if region[0] == 0 else "dma_write_bus"
+            assert errors == {want}, f"bus error at {region}: errors {errors}"
+            tb.faults = []
+            await run_single_tile(tb, mode, a, b)
+
+    @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
+    async def queue_overflow_is_reported(dut: object) -> None:
+        """Writing more instructions than the queue holds drops them with an error bit."""
+        cfg, rng = _setup(dut)
+        tb = AccelTB(dut, cfg, rng)
+        await tb.start()
+        # A STORE waiting for a token that never comes keeps the queues full.
+        blocked = Store(rows=1, row_bytes=4, pop_prev=True)
+        for _ in range(cfg.insn_queue_depth + 8):
+            word = blocked.encode()
+            for i in range(4):
+                await tb.write_reg(0x10 + 4 * i, (word >> (32 * i)) & 0xFFFFFFFF)
+        busy, errors = await tb.status()
+        assert busy and "queue_overflow" in errors, errors
+
 
 # ---------------------------------------------------------------------------------------------
 

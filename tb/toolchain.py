@@ -129,6 +129,7 @@ def build_and_test(
 
     if sim == "verilator":
         prepare_verilator()
+    build_dir = Path(build_dir).resolve()  # the simulator runs in build_dir: no relative paths
     runner = get_runner(sim)
     build_args: list[str] = (
         list(VERILATOR_BUILD_ARGS) if sim == "verilator" else list(ICARUS_BUILD_ARGS)
