@@ -91,15 +91,18 @@ def load_npz(path: Path, trans_a: bool, trans_b: bool) -> tuple[NDArray[np.int8]
     if not path.is_file():
         raise FileNotFoundError(f"--npz {path}: no such file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in ("a", "b") if name not in data.files]
-            if missing:
-                raise ValueError(
-                    f"--npz {path}: missing array(s) {missing}; it holds {sorted(data.files)}"
-                )
-            a, b = data["a"], data["b"]
-    except (OSError, EOFError) as exc:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError) as exc:
         raise ValueError(f"--npz {path}: not a readable .npz file ({exc})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"--npz {path}: not an .npz archive (a single array?)")
+    with data:
+        missing = [name for name in ("a", "b") if name not in data.files]
+        if missing:
+            raise ValueError(
+                f"--npz {path}: missing array(s) {missing}; it holds {sorted(data.files)}"
+            )
+        a, b = data["a"], data["b"]
     for name, arr in (("a", a), ("b", b)):
         if arr.dtype != np.int8 or arr.ndim != 2:
             raise ValueError(
