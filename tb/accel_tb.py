@@ -26,11 +26,6 @@ class BusFault(Exception):
     """Raised by the DRAM model for a faulty address; cocotbext-axi answers it with SLVERR."""
 
 
-def _random_pauses(rng: np.random.Generator, probability: float) -> Iterator[int]:
-    while True:
-        yield from (rng.random(4096) < probability).astype(int).tolist()
-
-
 class AccelTB:
     """Clock, reset, AXI4-Lite host and AXI4 DRAM around one accelerator."""
 
@@ -67,20 +62,32 @@ class AccelTB:
         for model in (self.host.write_if, self.host.read_if, self.ram.write_if, self.ram.read_if):
             model.log.setLevel(logging.WARNING)
         self._install_faults()
-        if self.pause:
-            for channel in (
-                self.ram.write_if.aw_channel,
-                self.ram.write_if.w_channel,
-                self.ram.write_if.b_channel,
-                self.ram.read_if.ar_channel,
-                self.ram.read_if.r_channel,
-            ):
-                channel.set_pause_generator(_random_pauses(self.rng, self.pause))
+        for channel in (
+            self.ram.write_if.aw_channel,
+            self.ram.write_if.w_channel,
+            self.ram.write_if.b_channel,
+            self.ram.read_if.ar_channel,
+            self.ram.read_if.r_channel,
+        ):
+            channel.set_pause_generator(self._pauses())
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)
         magic = await self.read_reg(Reg.ID)
         assert magic == MAGIC, f"ID register reads {magic:#x}, expected {MAGIC:#x}"
+
+    def set_pause(self, probability: float) -> None:
+        """Pause every DRAM channel in a random ``probability`` of cycles from now on."""
+        self.pause = probability
+
+    def _pauses(self) -> Iterator[int]:
+        # One generator per channel for the whole test, reading the current probability:
+        # replacing a pause generator makes cocotbext-axi call the deprecated task.kill().
+        while True:
+            if self.pause:
+                yield from (self.rng.random(64) < self.pause).astype(int).tolist()
+            else:
+                yield from (0,) * 64
 
     def _install_faults(self) -> None:
         """Make the RAM's reads and writes raise inside ``self.faults`` (-> SLVERR)."""
