@@ -1,0 +1,218 @@
+"""AXI4 and AXI4-Lite interface signatures, and the join that gives the DMA one AXI4 port.
+
+Member names are the AXI specification's signal names in lower case without the channel
+separator (``araddr``, ``rvalid``, ...), so that a top-level member ``m_axi`` becomes the
+Verilog ports ``m_axi__araddr`` etc., which cocotbext-axi finds with
+``AxiBus.from_prefix(dut, "m_axi_")`` (it joins prefix and name with another ``_``).
+
+Only the signals the DMA engines need are present: no ``*lock``, ``*qos``, ``*region``,
+``*user``; ``*cache``/``*prot`` are included with fixed values so a real interconnect sees
+"normal, non-secure, data, modifiable" accesses rather than undriven ports.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "BURST_INCR",
+    "CACHE_NORMAL",
+    "READ_MEMBERS",
+    "WRITE_MEMBERS",
+    "AxiJoin",
+    "AxiResp",
+    "axi4_lite_signature",
+    "axi4_signature",
+]
+
+
+class AxiResp:
+    """RRESP/BRESP codes (plain ints: Amaranth compares them with 2-bit signals)."""
+
+    OKAY = 0
+    EXOKAY = 1
+    SLVERR = 2
+    DECERR = 3
+
+
+#: AXI4 burst type INCR (the only one the DMA issues).
+BURST_INCR = 1
+#: ``*cache`` = 0b0011 (normal non-cacheable bufferable, modifiable): what Xilinx and ARM
+#: recommend for DMA masters; a DRAM controller may merge or split such bursts.
+CACHE_NORMAL = 0b0011
+
+
+def _check_pow2(name: str, value: object, lo: int, hi: int) -> int:
+    ivalue = operator.index(value)  # type: ignore[arg-type]
+    if not lo <= ivalue <= hi or ivalue & (ivalue - 1):
+        raise ValueError(f"{name} must be a power of two between {lo} and {hi}, not {value!r}")
+    return ivalue
+
+
+def _check_range(name: str, value: object, lo: int, hi: int) -> int:
+    ivalue = operator.index(value)  # type: ignore[arg-type]
+    if not lo <= ivalue <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
+    return ivalue
+
+
+#: Members of the read half (AR and R channels) of :func:`axi4_signature`.
+READ_MEMBERS = (
+    "araddr arlen arsize arburst arid arcache arprot arvalid arready "
+    "rdata rresp rlast rid rvalid rready"
+).split()
+#: Members of the write half (AW, W and B channels) of :func:`axi4_signature`.
+WRITE_MEMBERS = (
+    "awaddr awlen awsize awburst awid awcache awprot awvalid awready "
+    "wdata wstrb wlast wvalid wready bresp bid bvalid bready"
+).split()
+
+
+def axi4_signature(*, addr_bits: int = 32, data_bytes: int, id_bits: int = 1) -> wiring.Signature:
+    """An AXI4 **master** interface (flip it, or use it as ``In(...)``, for a slave).
+
+    Parameters
+    ----------
+    addr_bits : int
+        Byte address width (12..64).
+    data_bytes : int
+        Data bus width in bytes, a power of two from 1 to 256 (WSTRB has one bit per byte).
+    id_bits : int
+        Width of ``arid``/``awid``/``rid``/``bid`` (1..16); the DMA uses a single ID.
+
+    Raises
+    ------
+    ValueError
+        If a width is out of range.
+    """
+    addr_bits = _check_range("addr_bits", addr_bits, 12, 64)
+    data_bytes = _check_pow2("data_bytes", data_bytes, 1, 256)
+    id_bits = _check_range("id_bits", id_bits, 1, 16)
+    return wiring.Signature(
+        {
+            # read address
+            "araddr": Out(addr_bits),
+            "arlen": Out(8),
+            "arsize": Out(3),
+            "arburst": Out(2),
+            "arid": Out(id_bits),
+            "arcache": Out(4),
+            "arprot": Out(3),
+            "arvalid": Out(1),
+            "arready": In(1),
+            # read data
+            "rdata": In(8 * data_bytes),
+            "rresp": In(2),
+            "rlast": In(1),
+            "rid": In(id_bits),
+            "rvalid": In(1),
+            "rready": Out(1),
+            # write address
+            "awaddr": Out(addr_bits),
+            "awlen": Out(8),
+            "awsize": Out(3),
+            "awburst": Out(2),
+            "awid": Out(id_bits),
+            "awcache": Out(4),
+            "awprot": Out(3),
+            "awvalid": Out(1),
+            "awready": In(1),
+            # write data
+            "wdata": Out(8 * data_bytes),
+            "wstrb": Out(data_bytes),
+            "wlast": Out(1),
+            "wvalid": Out(1),
+            "wready": In(1),
+            # write response
+            "bresp": In(2),
+            "bid": In(id_bits),
+            "bvalid": In(1),
+            "bready": Out(1),
+        }
+    )
+
+
+def axi4_lite_signature(*, addr_bits: int, data_bytes: int = 4) -> wiring.Signature:
+    """An AXI4-Lite **master** interface; a register slave takes it as ``In(...)``.
+
+    Parameters
+    ----------
+    addr_bits : int
+        Byte address width (3..64).
+    data_bytes : int
+        4 or 8 (the only AXI4-Lite data widths).
+
+    Raises
+    ------
+    ValueError
+        If a width is out of range.
+    """
+    addr_bits = _check_range("addr_bits", addr_bits, 3, 64)
+    data_bytes = operator.index(data_bytes)
+    if data_bytes not in (4, 8):
+        raise ValueError(f"data_bytes of AXI4-Lite must be 4 or 8, not {data_bytes!r}")
+    return wiring.Signature(
+        {
+            "awaddr": Out(addr_bits),
+            "awvalid": Out(1),
+            "awready": In(1),
+            "wdata": Out(8 * data_bytes),
+            "wstrb": Out(data_bytes),
+            "wvalid": Out(1),
+            "wready": In(1),
+            "bresp": In(2),
+            "bvalid": In(1),
+            "bready": Out(1),
+            "araddr": Out(addr_bits),
+            "arvalid": Out(1),
+            "arready": In(1),
+            "rdata": In(8 * data_bytes),
+            "rresp": In(2),
+            "rvalid": In(1),
+            "rready": Out(1),
+        }
+    )
+
+
+class AxiJoin(wiring.Component):
+    """Join the read half of one AXI4 master and the write half of another into one port.
+
+    AXI4's read and write channels are independent, so a reader and a writer share one port
+    without arbitration: this is wiring only (combinational, zero latency). The unused halves
+    of ``read`` (AW/W/B) and ``write`` (AR/R) are ignored; their inputs are driven idle
+    (``awready = wready = bvalid = 0`` on ``read``, ``arready = rvalid = 0`` on ``write``).
+
+    Parameters
+    ----------
+    addr_bits, data_bytes, id_bits : int
+        As for :func:`axi4_signature`; all three ports have this signature.
+
+    Members
+    -------
+    read : In(axi4_signature)
+        The read master (e.g. ``DmaReader.axi``); only AR and R are forwarded.
+    write : In(axi4_signature)
+        The write master (e.g. ``DmaWriter.axi``); only AW, W and B are forwarded.
+    bus : Out(axi4_signature)
+        The joined master, to the top-level ``m_axi`` port or an interconnect.
+    """
+
+    def __init__(self, *, addr_bits: int = 32, data_bytes: int, id_bits: int = 1) -> None:
+        sig = axi4_signature(addr_bits=addr_bits, data_bytes=data_bytes, id_bits=id_bits)
+        self._sig = sig
+        super().__init__({"read": In(sig), "write": In(sig), "bus": Out(sig)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        for half, names in ((self.read, READ_MEMBERS), (self.write, WRITE_MEMBERS)):
+            for name in names:
+                src, dst = getattr(half, name), getattr(self.bus, name)
+                if self._sig.members[name].flow == Out:  # a master output: toward the bus
+                    m.d.comb += dst.eq(src)
+                else:
+                    m.d.comb += src.eq(dst)
+        return m
