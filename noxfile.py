@@ -74,6 +74,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Simulation-speed benchmark (prints a table; not a test)."""
+    """Benchmarks (tables, not tests): `nox -s bench` (simulation speed), `-- accel` (GEMMs)."""
     session.install("-e", ".[sim]")
-    session.run("qta", "bench", "sim", *session.posargs)
+    session.run("qta", "bench", *(session.posargs or ["sim"]))

@@ -27,7 +27,7 @@ from .axil import AxiLiteRegisterPort
 from .compute import ComputeEngine
 from .config import AcceleratorConfig
 from .dma import DmaReader, DmaWriter
-from .isa import INSN_BITS, Opcode
+from .isa import INSN_BITS, TOKEN_MAX, Opcode
 from .isa_layout import header_layout
 from .regs import COUNTER_BASE, COUNTERS, ERRORS, MAGIC, Reg
 from .transfer import LoadEngine, StoreEngine
@@ -35,7 +35,6 @@ from .transfer import LoadEngine, StoreEngine
 __all__ = ["Accelerator"]
 
 REG_ADDR_BITS = 8
-TOKEN_MAX = 255
 
 
 class Accelerator(wiring.Component):
@@ -179,16 +178,18 @@ class Accelerator(wiring.Component):
         engines_idle = (
             ~(load.busy | comp.busy | store.busy) & ~Cat(q.r_rdy for q in queues.values()).any()
         )
-        # LOAD has no previous engine and STORE no next one: such flags are errors and are
-        # dropped so that they can never consume or create a token.
+        # LOAD has no previous engine, STORE no next one and FENCE none: such flags are errors
+        # and are dropped so that they can never consume or create a token.
         bad_flags = Signal()
         fixed = Signal(INSN_BITS)
         fixed_view = data.View(header_layout(), fixed)
+        any_flag = head.pop_prev | head.pop_next | head.push_prev | head.push_next
         m.d.comb += [
             fixed.eq(iq.r_data),
             bad_flags.eq(
                 ((head.opcode == Opcode.LOAD) & (head.pop_prev | head.push_prev))
                 | ((head.opcode == Opcode.STORE) & (head.pop_next | head.push_next))
+                | ((head.opcode == Opcode.FENCE) & any_flag)  # a FENCE has no neighbours
             ),
         ]
         with m.If(head.opcode == Opcode.LOAD):
@@ -209,7 +210,11 @@ class Accelerator(wiring.Component):
                             illegal.eq(q.w_rdy & bad_flags),
                         ]
                 with m.Case(Opcode.FENCE):
-                    m.d.comb += [iq.r_en.eq(engines_idle), dispatch_retire.eq(engines_idle)]
+                    m.d.comb += [
+                        iq.r_en.eq(engines_idle),
+                        dispatch_retire.eq(engines_idle),
+                        illegal.eq(engines_idle & bad_flags),
+                    ]
                 with m.Default():
                     m.d.comb += [iq.r_en.eq(1), dispatch_retire.eq(1), illegal.eq(1)]
 

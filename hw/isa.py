@@ -54,6 +54,7 @@ from typing import Any, ClassVar
 __all__ = [
     "FIELDS",
     "INSN_BITS",
+    "TOKEN_MAX",
     "Buffer",
     "Compute",
     "Fence",
@@ -69,6 +70,10 @@ __all__ = [
 ]
 
 INSN_BITS = 128
+
+#: Tokens each of the four dependency counters holds at most; a push beyond sets the
+#: ``token_overflow`` error, and the compiler refuses programs that could get there.
+TOKEN_MAX = 255
 
 
 class Opcode(enum.IntEnum):
@@ -278,6 +283,7 @@ def disassemble(words: Iterable[int]) -> str:
 def save_program(path: Path, program: Sequence[Instruction]) -> None:
     """Write a program as JSON: hex words plus their disassembly for people."""
     words = [insn.encode() for insn in program]
+    path = Path(path)
     doc = {"format": "cdm-qta-program/1", "words": [f"{w:032x}" for w in words]}
     doc["disassembly"] = disassemble(words).splitlines()
     path.write_text(json.dumps(doc, indent=1) + "\n")

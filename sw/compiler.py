@@ -54,6 +54,7 @@ import numpy as np
 from cdm_qta.golden.gemm import max_safe_reduction
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
 from cdm_qta.hw.isa import (
+    TOKEN_MAX,
     Buffer,
     Compute,
     Fence,
@@ -519,6 +520,11 @@ def verify_program(cfg: AcceleratorConfig, program: Sequence[Instruction | int])
             taken = int(np.searchsorted(locs, known, side="left"))
             worst = max(worst, j - taken)
         outstanding[name] = worst
+        if worst > TOKEN_MAX:
+            raise ProgramError(
+                f"{worst} {name} tokens can be outstanding at once; the hardware counts at "
+                f"most {TOKEN_MAX}"
+            )
     return ProgramReport(instructions=len(insns), tokens=tokens, max_outstanding=outstanding)
 
 

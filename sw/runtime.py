@@ -46,6 +46,7 @@ from cdm_qta.hw.isa import (
     Store,
     decode,
 )
+from cdm_qta.hw.regs import ERRORS
 
 from .compiler import GemmProgram, choose_dataflow, compile_gemm
 from .cycle_model import ENGINES, DeadlockError, engine_of, predict
@@ -62,16 +63,9 @@ __all__ = [
     "run_gemm",
 ]
 
-#: Error bits a back end reports (counts in the golden model, sticky bits in hardware).
-ERROR_KINDS: tuple[str, ...] = (
-    "illegal_opcode",  # word does not decode
-    "illegal_tokens",  # token flag the engine does not have (or any flag on a FENCE)
-    "dram_alignment",  # dram_addr or stride not a multiple of the bus width
-    "dram_range",  # transfer leaves the DRAM window
-    "row_bytes",  # row_bytes outside 1..R
-    "sram_range",  # SRAM rows outside the buffer
-    "compute_shape",  # k, m, c outside the dataflow's limits
-)
+#: Error bits a back end reports: the hardware's STATUS bits (:data:`cdm_qta.hw.regs.ERRORS`),
+#: counted per instruction by the golden model, sticky bits on the RTL back end.
+ERROR_KINDS: tuple[str, ...] = ERRORS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,40 +257,44 @@ class GoldenBackend(Backend):
 
     # -- validation: the ISA's error rules ---------------------------------------------------
 
-    def _dma_error(self, x: Load | Store, row_limit: int, buf_rows: int) -> str | None:
-        w = self.cfg.dram_bus_bytes
-        if x.dram_addr % w or x.stride % w:
-            return "dram_alignment"
-        if not 1 <= x.row_bytes <= row_limit:
-            return "row_bytes"
-        if x.sram_row + x.rows > buf_rows:
-            return "sram_range"
-        if x.rows:
-            lo = x.dram_addr
-            hi = x.dram_addr + (x.rows - 1) * x.stride + x.row_bytes
-            if lo < self.cfg.dram_base or hi > self.cfg.dram_base + self.cfg.dram_size:
-                return "dram_range"
-        return None
+    def _dma_error(self, x: Load | Store, row_limit: int, buf_rows: int) -> tuple[str, ...]:
+        """The STATUS bits the hardware sets for a LOAD/STORE (none: it executes).
 
-    def _compute_error(self, x: Compute) -> str | None:
+        The engine checks its SRAM rows first and sends nothing to the DMA if they are wrong;
+        the DMA then checks alignment and the DRAM window independently of each other.
+        """
+        engine_range = "load_range" if isinstance(x, Load) else "store_range"
+        if x.rows < 1 or x.sram_row + x.rows > buf_rows:
+            return (engine_range,)
+        w = self.cfg.dram_bus_bytes
+        errs = []
+        if x.dram_addr % w or x.stride % w or not 1 <= x.row_bytes <= row_limit:
+            errs.append("dma_align")
+        lo = x.dram_addr
+        hi = x.dram_addr + (x.rows - 1) * x.stride + x.row_bytes
+        if lo < self.cfg.dram_base or hi > self.cfg.dram_base + self.cfg.dram_size:
+            errs.append("dma_window")
+        return tuple(errs)
+
+    def _compute_error(self, x: Compute) -> tuple[str, ...]:
         n = self.cfg.n
         if x.k < 1 or x.m < 1 or not 1 <= x.c <= n:
-            return "compute_shape"
+            return ("compute_range",)
         ws = x.dataflow == Dataflow.WS
         if (ws and x.k > n) or (not ws and x.m > n):
-            return "compute_shape"
+            return ("compute_range",)
         a_rows = x.m if ws else x.k
         if (
             x.a_row + a_rows > self.cfg.input_rows
             or x.b_row + x.k > self.cfg.weight_rows
             or x.out_row + x.m > self.cfg.output_rows
         ):
-            return "sram_range"
-        return None
+            return ("compute_range",)
+        return ()
 
     # -- one instruction, split into start (read) and finish (write) ------------------------
 
-    def _start(self, x: Instruction, eng: int) -> tuple[Callable[[], None], str | None]:
+    def _start(self, x: Instruction, eng: int) -> tuple[Callable[[], None], tuple[str, ...]]:
         """Read the operands now; return the write-back to run when the instruction finishes."""
         n = self.cfg.n
         if isinstance(x, Load):
@@ -311,7 +309,7 @@ class GoldenBackend(Backend):
                 target[x.sram_row : x.sram_row + x.rows, : x.row_bytes] = data
                 self._read_bytes += x.rows * x.row_bytes
 
-            return finish_load, None
+            return finish_load, ()
         if isinstance(x, Store):
             err = self._dma_error(x, 4 * n, self.cfg.output_rows)
             if err:
@@ -323,7 +321,7 @@ class GoldenBackend(Backend):
                 self.dram.write_rows(x.dram_addr, raw, x.stride)
                 self._write_bytes += x.rows * x.row_bytes
 
-            return finish_store, None
+            return finish_store, ()
         if isinstance(x, Compute):
             err = self._compute_error(x)
             if err:
@@ -341,7 +339,7 @@ class GoldenBackend(Backend):
                 self.output[x.out_row : x.out_row + x.m, : x.c] = result
                 self._macs += x.m * x.k * x.c
 
-            return finish_compute, None
+            return finish_compute, ()
         raise AssertionError(f"no engine executes {x}")
 
     # -- the engine-queue simulation ---------------------------------------------------------
@@ -364,14 +362,14 @@ class GoldenBackend(Backend):
             try:
                 decoded.append((idx, decode(int(item))))
             except IllegalInstruction as exc:
-                flag("illegal_opcode", idx, exc)
+                flag("illegal_insn", idx, exc)
                 retired += 1  # dropped by the dispatcher, counted so every word is accounted for
         # FENCE splits the stream: a segment runs to completion before the next starts.
         segments: list[list[tuple[int, Instruction]]] = [[]]
         for idx, x in decoded:
             if isinstance(x, Fence):
                 if x.pop_prev or x.pop_next or x.push_prev or x.push_next:
-                    flag("illegal_tokens", idx, x)
+                    flag("illegal_insn", idx, x)
                 segments.append([])
                 retired += 1
             else:
@@ -450,11 +448,11 @@ class GoldenBackend(Backend):
                     counters[d] -= 1
                 pushes = _legal_pushes(x, eng)
                 if not _flags_legal(x, eng):
-                    flag("illegal_tokens", idx, x)
+                    flag("illegal_insn", idx, x)
                     inflight[eng] = _Slot(x, _nothing, pushes)
                     continue
-                finish, err = self._start(x, eng)
-                if err:
+                finish, errs = self._start(x, eng)
+                for err in errs:
                     flag(err, idx, x)
                 inflight[eng] = _Slot(x, finish, pushes)
             else:

@@ -70,6 +70,9 @@ class AccelTB:
             self.ram.read_if.r_channel,
         ):
             channel.set_pause_generator(self._pauses())
+            # The default queue limit of 2 makes the RAM's write side drop ready one cycle in
+            # four (its process drains a timestep late): a DRAM that keeps up needs more.
+            channel.queue_occupancy_limit = 16
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         await ClockCycles(dut.clk, 2)

@@ -11,14 +11,22 @@ import argparse
 import json
 from typing import Any
 
-from cdm_qta.hw.config import ArrayConfig
+from cdm_qta.hw.config import AcceleratorConfig, ArrayConfig
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="benchmarks (simulation speed)")
-    parser.add_argument("what", choices=["sim"], help="what to benchmark")
+    parser.add_argument(
+        "what",
+        choices=["sim", "accel"],
+        help="sim: simulation speed of the array; accel: paper-shaped GEMMs DRAM to DRAM",
+    )
+    parser.add_argument("--n", type=int, default=16, help="array size for `accel` (default 16)")
+    parser.add_argument(
+        "--scale", type=int, default=4, help="divide the paper's GEMM shapes by this (accel)"
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument(
         "--icarus-sizes", type=int, nargs="*", default=[8, 16], help="sizes also run in Icarus"
@@ -30,7 +38,90 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def accel_config(n: int) -> AcceleratorConfig:
+    """The paper's SRAM depths (8192/8192/4096 rows) at array size N, a bus as wide as an
+    output row (4N bytes, so DRAM keeps up with the array)."""
+    return AcceleratorConfig(
+        array=ArrayConfig(n=n),
+        input_buffer_bytes=8192 * n,
+        weight_buffer_bytes=8192 * n,
+        output_buffer_bytes=4096 * 4 * n,
+        dram_bus_bytes=min(256, 4 * n),
+        dram_size=1 << 24,
+    )
+
+
+def run_accel(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from cdm_qta.sw.demo import format_table
+
+    from .accel_jobs import CONFIG_ENV, JOB_ENV
+    from .test_accelerator import AXI_WARNINGS, generate_accelerator
+    from .toolchain import build_and_test
+
+    cfg = accel_config(args.n)
+    root = Path("build")
+    print(f"[bench] generating and building the N={args.n} accelerator ...", flush=True)
+    source = generate_accelerator(cfg, root / "gen")
+    build_dir = (root / "sim" / "verilator" / cfg.module_name).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "bench.json"
+        job.write_text(json.dumps({"seed": 1, "scale": args.scale}))
+        start = time.perf_counter()
+        tests, failed = build_and_test(
+            sim="verilator",
+            sources=[source],
+            toplevel=cfg.module_name,
+            test_module="cdm_qta.tb.accel_jobs",
+            build_dir=build_dir,
+            testcase="bench_gemms",
+            extra_env={
+                CONFIG_ENV: cfg.to_json(),
+                JOB_ENV: str(job),
+                "PYTHONWARNINGS": AXI_WARNINGS,
+            },
+            log_file=build_dir.parent / f"{cfg.module_name}.bench.log",
+            timings=timings,
+        )
+        if tests == 0 or failed:
+            print(f"benchmark failed: see {build_dir.parent / (cfg.module_name + '.bench.log')}")
+            return 1
+        rows = json.loads(job.with_suffix(".result.json").read_text())
+    print(
+        f"build {timings['build_s']:.0f} s, run {timings['test_s']:.0f} s "
+        f"(total {time.perf_counter() - start:.0f} s)"
+    )
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    columns = [
+        "gemm",
+        "shape",
+        "dataflow",
+        "bit_exact",
+        "macs",
+        "ideal_cycles",
+        "array_cycles",
+        "cycles",
+        "utilization",
+        "array_utilization",
+        "vs_array",
+        "compute_busy",
+        "macs_per_s",
+    ]
+    print(format_table(rows, columns))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.what == "accel":
+        return run_accel(args)
     from cdm_qta.sw.demo import format_table
 
     from .jobs import run_job

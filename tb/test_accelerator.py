@@ -23,6 +23,8 @@ try:
 except ImportError:  # pragma: no cover
     cocotb = None
 
+from cdm_qta.sw.runtime import GoldenBackend
+
 from .accel_tb import AccelTB
 
 TIMEOUT_MS = 50
@@ -170,7 +172,10 @@ if cocotb is not None:
             ("illegal_insn", [(7 | 1 << 8)]),  # opcode 7
             ("illegal_insn", [Load(rows=1, row_bytes=1, pop_prev=True)]),
             ("load_range", [Load(sram_row=cfg.input_rows - 1, rows=2, row_bytes=1)]),
-            ("dma_window", [Load(rows=2, row_bytes=bus, dram_addr=outside - bus, stride=bus)]),
+            (
+                "dma_window",
+                [Load(rows=2, row_bytes=min(bus, n), dram_addr=outside - bus, stride=bus)],
+            ),
             ("dma_align", [Load(rows=1, row_bytes=1, dram_addr=1)]),
             ("dma_align", [Load(rows=1, row_bytes=n + 1)]),
             ("compute_range", [Compute(dataflow=int(Dataflow.WS), k=n + 1, m=1, c=1)]),
@@ -178,6 +183,8 @@ if cocotb is not None:
             ("compute_range", [Compute(k=1, m=1, c=0)]),
             ("store_range", [Store(sram_row=cfg.output_rows, rows=1, row_bytes=4)]),
             ("dma_window", [Store(rows=1, row_bytes=4, dram_addr=outside)]),
+            ("load_range", [Load(rows=0, row_bytes=1)]),
+            ("illegal_insn", [Fence(push_next=True)]),
         ]
         # Tokens of rejected instructions still flow: a consumer waiting on them finishes.
         cases.append(
@@ -192,6 +199,9 @@ if cocotb is not None:
         for want, program in cases:
             errors, _ = await tb.run([*program, Fence()])
             assert errors == {want}, f"{[str(p) for p in program]}: errors {errors}, want {want}"
+            # The golden back end must flag exactly the same STATUS bits.
+            gold = GoldenBackend(cfg, predict_cycles=False).run([*program, Fence()])
+            assert {k for k, v in gold.errors.items() if v} == errors, (program, gold.errors)
             busy, errors = await tb.status()
             assert not busy
             await tb.clear()

@@ -117,23 +117,25 @@ def run_one(cfg: AcceleratorConfig, program: list[Instruction | int]) -> RunStat
 @pytest.mark.parametrize(
     ("insn", "kind"),
     [
-        (Load(row_bytes=4, dram_addr=2), "dram_alignment"),
-        (Load(row_bytes=4, stride=6, rows=2), "dram_alignment"),
-        (Load(row_bytes=0), "row_bytes"),
-        (Load(row_bytes=5), "row_bytes"),
-        (Load(row_bytes=4, sram_row=255, rows=2), "sram_range"),
-        (Load(row_bytes=4, dram_addr=1 << 30), "dram_range"),
-        (Store(row_bytes=17), "row_bytes"),
-        (Store(row_bytes=16, dram_addr=(1 << 30) - 8), "dram_range"),
-        (Compute(dataflow=Dataflow.WS, k=5, m=1, c=1), "compute_shape"),
-        (Compute(dataflow=Dataflow.OS, k=1, m=5, c=1), "compute_shape"),
-        (Compute(c=0), "compute_shape"),
-        (Compute(k=4, m=2, c=4, out_row=255), "sram_range"),
-        (Load(row_bytes=4, pop_prev=True), "illegal_tokens"),
-        (Store(row_bytes=4, push_next=True), "illegal_tokens"),
-        (Fence(push_prev=True), "illegal_tokens"),
-        (0, "illegal_opcode"),
-        (7 | (1 << 60), "illegal_opcode"),
+        (Load(row_bytes=4, dram_addr=2), "dma_align"),
+        (Load(row_bytes=4, stride=6, rows=2), "dma_align"),
+        (Load(row_bytes=0), "dma_align"),
+        (Load(row_bytes=5), "dma_align"),
+        (Load(row_bytes=4, sram_row=255, rows=2), "load_range"),
+        (Load(row_bytes=4, dram_addr=1 << 30), "dma_window"),
+        (Store(row_bytes=17), "dma_align"),
+        (Store(row_bytes=16, dram_addr=(1 << 30) - 8), "dma_window"),
+        (Compute(dataflow=Dataflow.WS, k=5, m=1, c=1), "compute_range"),
+        (Compute(dataflow=Dataflow.OS, k=1, m=5, c=1), "compute_range"),
+        (Compute(c=0), "compute_range"),
+        (Compute(k=4, m=2, c=4, out_row=255), "compute_range"),
+        (Load(row_bytes=4, pop_prev=True), "illegal_insn"),
+        (Store(row_bytes=4, push_next=True), "illegal_insn"),
+        (Fence(push_prev=True), "illegal_insn"),
+        (0, "illegal_insn"),
+        (7 | (1 << 60), "illegal_insn"),
+        (Load(rows=0, row_bytes=4), "load_range"),
+        (Store(rows=0, row_bytes=4), "store_range"),
     ],
 )
 def test_illegal_instructions_set_an_error_and_are_skipped(
@@ -158,7 +160,7 @@ def test_skipped_instruction_still_pushes_its_tokens() -> None:
             Fence(),
         ],
     )
-    assert stats.errors["dram_alignment"] == 1
+    assert stats.errors["dma_align"] == 1
     assert stats.macs == 1 and stats.dma_write_bytes == 4 and stats.insns_retired == 4
 
 
