@@ -68,6 +68,9 @@ from cdm_qta.hw.isa import (
 from .cycle_model import ENGINES, DeadlockError, Prediction, engine_of, predict
 from .dram import DramError, GemmLayout
 
+#: Most loads of one kind that may run ahead of the computes using them (< TOKEN_MAX).
+RUNAHEAD = 64
+
 __all__ = [
     "DeadlockError",
     "GemmProgram",
@@ -145,7 +148,10 @@ def plan_tiling(cfg: AcceleratorConfig, m: int, k: int, n: int, dataflow: Datafl
         kc = min(kt, in_half // kl)
     blocks = -(-m // mb)
     mb = -(-m // blocks)  # same number of blocks, balanced sizes: a short last block wastes time
-    slots = w_rows // kl
+    # Every load that runs ahead of its consumer holds a token; the hardware counts at most
+    # TOKEN_MAX, so the weight ring (and input chunks) never run further ahead than this.
+    slots = min(w_rows // kl, RUNAHEAD)
+    kc = min(kc, RUNAHEAD)
     return Tiling(
         dataflow=Dataflow(dataflow),
         m_block=mb,
