@@ -198,6 +198,19 @@ class AcceleratorConfig:
             **kwargs,
         )
 
+    @classmethod
+    def scaled(cls, n: int, **kwargs: Any) -> AcceleratorConfig:
+        """The paper's SRAM depths (8192 input, 8192 weight, 4096 output rows) at array size N,
+        with a DRAM bus as wide as an output row (4N bytes, at most 256) so DRAM keeps up."""
+        return cls(
+            array=ArrayConfig(n=n),
+            input_buffer_bytes=8192 * n,
+            weight_buffer_bytes=8192 * n,
+            output_buffer_bytes=4096 * 4 * n,
+            dram_bus_bytes=min(256, max(4, 1 << (4 * n - 1).bit_length())),
+            **kwargs,
+        )
+
     @property
     def n(self) -> int:
         return self.array.n

@@ -7,6 +7,7 @@ One entry point for nox, the testbenches and users: ``qta generate --n 64 --out 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -15,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import ArrayConfig
+from .config import AcceleratorConfig, ArrayConfig
 from .timing import latency
 
-__all__ = ["add_parser", "describe", "generate", "main", "run"]
+__all__ = ["add_parser", "describe", "generate", "generate_accelerator", "main", "run"]
 
 
 def describe(cfg: ArrayConfig) -> dict[str, Any]:
@@ -74,12 +75,46 @@ def generate(cfg: ArrayConfig, out_dir: Path) -> Path:
     return v_path
 
 
+def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
+    """Write the whole accelerator as ``<module>.v`` plus its configuration as JSON."""
+    from amaranth.back import verilog
+
+    from .accelerator import Accelerator
+    from .regs import COUNTERS, ERRORS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(Accelerator(cfg), name=cfg.module_name, emit_src=False)
+    v_path = out_dir / f"{cfg.module_name}.v"
+    _write_atomic(v_path, text)
+    desc = {
+        "module": cfg.module_name,
+        "config": cfg.to_dict(),
+        "ports": {
+            "clk/rst": "clock (rising edge), synchronous active-high reset",
+            "s_axil__*": "AXI4-Lite slave, registers of cdm_qta.hw.regs",
+            "m_axi__*": f"AXI4 master, {8 * cfg.dram_bus_bytes}-bit data, to DRAM",
+            "busy": "an instruction is queued or running",
+        },
+        "status_errors": list(ERRORS),
+        "counters": list(COUNTERS),
+    }
+    _write_atomic(v_path.with_suffix(".json"), json.dumps(desc, indent=2) + "\n")
+    return v_path
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "generate", help="emit the array core as Verilog (+ a JSON description)"
+        "generate", help="emit the array core or the whole accelerator as Verilog (+ JSON)"
     )
     defaults = ArrayConfig()
     parser.add_argument("--n", type=int, default=defaults.n, help="array size N (default 64)")
+    parser.add_argument(
+        "--top",
+        choices=["array", "accelerator"],
+        default="array",
+        help="array: the PE array with its edges; accelerator: SRAMs, DMA, controller too "
+        "(the paper's SRAM depths, a 4N-byte DRAM bus)",
+    )
     parser.add_argument("--operand-bits", type=int, default=defaults.operand_bits)
     parser.add_argument("--acc-bits", type=int, default=defaults.acc_bits)
     parser.add_argument("--out", type=Path, default=Path("build/gen"), help="output folder")
@@ -90,7 +125,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     cfg = ArrayConfig(n=args.n, operand_bits=args.operand_bits, acc_bits=args.acc_bits)
     start = time.perf_counter()
-    path = generate(cfg, args.out)
+    if args.top == "accelerator":
+        accel = dataclasses.replace(AcceleratorConfig.scaled(args.n), array=cfg)
+        path = generate_accelerator(accel, args.out)
+    else:
+        path = generate(cfg, args.out)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB, {time.perf_counter() - start:.1f} s)")
     print(f"wrote {path.with_suffix('.json')}")

@@ -10,7 +10,6 @@ DRAM is cocotbext-axi's AXI4 RAM model, loaded and read through its back door.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +50,9 @@ class RtlBackend(Backend):
             raise ValueError(f"sim must be 'verilator' or 'icarus', not {sim!r}")
         self.name = sim
         self.sim = sim
-        self.root = build_root or Path(os.environ.get("CDM_QTA_BUILD", "build"))
+        from cdm_qta.tb.toolchain import build_root as default_root
+
+        self.root = build_root or default_root()
         self.dram = np.zeros(0, dtype=np.uint8)  # from dram_base up to the highest byte used
 
     def _grow(self, end: int) -> None:
@@ -80,9 +81,9 @@ class RtlBackend(Backend):
         return out.tobytes()
 
     def run(self, program: Sequence[Instruction | int]) -> RunStats:
+        from cdm_qta.hw.generate import generate_accelerator
         from cdm_qta.tb.accel_jobs import CONFIG_ENV, JOB_ENV
-        from cdm_qta.tb.test_accelerator import AXI_WARNINGS, generate_accelerator
-        from cdm_qta.tb.toolchain import build_and_test
+        from cdm_qta.tb.toolchain import AXI_WARNINGS, build_and_test
 
         cfg = self.cfg
         words = [w if isinstance(w, int) else w.encode() for w in program]

@@ -38,32 +38,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def accel_config(n: int) -> AcceleratorConfig:
-    """The paper's SRAM depths (8192/8192/4096 rows) at array size N, a bus as wide as an
-    output row (4N bytes, so DRAM keeps up with the array)."""
-    return AcceleratorConfig(
-        array=ArrayConfig(n=n),
-        input_buffer_bytes=8192 * n,
-        weight_buffer_bytes=8192 * n,
-        output_buffer_bytes=4096 * 4 * n,
-        dram_bus_bytes=min(256, 4 * n),
-        dram_size=1 << 24,
-    )
-
-
 def run_accel(args: argparse.Namespace) -> int:
     import tempfile
     import time
     from pathlib import Path
 
+    from cdm_qta.hw.generate import generate_accelerator
     from cdm_qta.sw.demo import format_table
 
     from .accel_jobs import CONFIG_ENV, JOB_ENV
-    from .test_accelerator import AXI_WARNINGS, generate_accelerator
-    from .toolchain import build_and_test
+    from .toolchain import AXI_WARNINGS, build_and_test, build_root
 
-    cfg = accel_config(args.n)
-    root = Path("build")
+    cfg = AcceleratorConfig.scaled(args.n, dram_size=1 << 24)
+    root = build_root()
     print(f"[bench] generating and building the N={args.n} accelerator ...", flush=True)
     source = generate_accelerator(cfg, root / "gen")
     build_dir = (root / "sim" / "verilator" / cfg.module_name).resolve()

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover
     cocotb = None
 
 from .array_tb import CLOCK_NS, ArrayTB, OsOp, WsOp, random_op
+from .toolchain import build_root
 
 __all__ = ["JobFailed", "build_dir_for", "run_job"]
 
@@ -38,7 +39,7 @@ class JobFailed(RuntimeError):
 
 
 def build_dir_for(sim: str, cfg: ArrayConfig, root: Path | None = None) -> Path:
-    root = root or Path(os.environ.get("CDM_QTA_BUILD", "build"))
+    root = root or build_root()
     return root / "sim" / sim / cfg.module_name
 
 
@@ -48,7 +49,7 @@ def run_job(sim: str, cfg: ArrayConfig, job: dict[str, Any], root: Path | None =
 
     from .toolchain import build_and_test
 
-    root = root or Path(os.environ.get("CDM_QTA_BUILD", "build"))
+    root = root or build_root()
     start = time.perf_counter()
     source = generate(cfg, root / "gen")
     gen_s = time.perf_counter() - start

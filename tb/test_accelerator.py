@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -440,56 +439,21 @@ if cocotb is not None:
 
 # ---------------------------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = Path(os.environ.get("CDM_QTA_BUILD", ROOT / "build"))
-AXI_WARNINGS = ",".join(
-    [
-        "error::DeprecationWarning",
-        "ignore:Use `handle.set(Immediate(...))`:DeprecationWarning",
-        "ignore:Use `signal.value_change` instead.:DeprecationWarning",
-        "ignore:The data field will be removed:DeprecationWarning",
-    ]
-)
-
-
-def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
-    from amaranth.back import verilog
-
-    from cdm_qta.hw.accelerator import Accelerator
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{cfg.module_name}.v"
-    text = verilog.convert(Accelerator(cfg), name=cfg.module_name, emit_src=False)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
-
 
 def run_accel_regression(sim: str, cfg: AcceleratorConfig, testcase: str | None = None) -> None:
-    from .toolchain import build_and_test, simulator_available
+    from cdm_qta.hw.generate import generate_accelerator
 
-    ok, why = simulator_available(sim)
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{sim} is required in CI: {why}")
-        pytest.skip(why)
-    source = generate_accelerator(cfg, BUILD / "gen")
-    seed = int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
-    print(f"{sim} {cfg.module_name}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
-    tests, failed = build_and_test(
+    from .toolchain import AXI_WARNINGS, run_regression
+
+    run_regression(
         sim=sim,
-        sources=[source],
+        source=lambda out: generate_accelerator(cfg, out),
         toplevel=cfg.module_name,
         test_module="cdm_qta.tb.test_accelerator",
-        build_dir=BUILD / "sim" / sim / cfg.module_name,
         extra_env={CONFIG_ENV: cfg.to_json(), "PYTHONWARNINGS": AXI_WARNINGS},
-        testcase=testcase or os.environ.get("TESTCASE") or None,
-        seed=seed,
-        waves=os.environ.get("WAVES") == "1",
+        testcase=testcase,
+        label=cfg.module_name,
     )
-    assert tests > 0, "no cocotb test ran"
-    assert failed == 0, f"{failed} of {tests} cocotb tests failed under {sim} (seed {seed})"
 
 
 ACCEL_CONFIGS = [

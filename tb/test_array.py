@@ -7,9 +7,6 @@ Verilator and Icarus.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -221,43 +218,23 @@ if cocotb is not None:
 # ---------------------------------------------------------------------------------------------
 # pytest half: one build per (simulator, configuration), all cocotb tests above in it.
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = Path(os.environ.get("CDM_QTA_BUILD", ROOT / "build"))
 SIZES = [2, 4, 5, 8, 16]  # 5: a size that is not a power of two
 QUICK_TESTS = ["random_single_tiles", "back_to_back_ws", "back_to_back_os", "mode_switches"]
-
-
-def _seed() -> int:
-    return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
 
 
 def run_array_regression(sim: str, cfg: ArrayConfig, testcase: list[str] | None = None) -> None:
     from cdm_qta.hw.generate import generate
 
-    from .toolchain import build_and_test, simulator_available
+    from .toolchain import run_regression
 
-    ok, why = simulator_available(sim)
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{sim} is required in CI: {why}")
-        pytest.skip(why)
-    source = generate(cfg, BUILD / "gen")
-    seed = _seed()
-    print(f"{sim} {cfg}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
-    tests, failed = build_and_test(
+    run_regression(
         sim=sim,
-        sources=[source],
+        source=lambda out: generate(cfg, out),
         toplevel=cfg.module_name,
         test_module="cdm_qta.tb.test_array",
-        build_dir=BUILD / "sim" / sim / cfg.module_name,
         extra_env={ArrayConfig.ENV_VAR: cfg.to_json()},
-        testcase=testcase or os.environ.get("TESTCASE") or None,
-        seed=seed,
-        waves=os.environ.get("WAVES") == "1",
-    )
-    assert tests > 0, "no cocotb test ran"
-    assert failed == 0, (
-        f"{failed} of {tests} cocotb tests failed under {sim} at {cfg} (seed {seed})"
+        testcase=testcase,
+        label=str(cfg),
     )
 
 

@@ -14,9 +14,7 @@ import collections
 import dataclasses
 import itertools
 import logging
-import os
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -734,8 +732,6 @@ if cocotb is not None:
 # ---------------------------------------------------------------------------------------------
 # pytest half: one build per (simulator, configuration), all cocotb tests above in it.
 
-ROOT = Path(__file__).resolve().parent.parent
-BUILD = Path(os.environ.get("CDM_QTA_BUILD", ROOT / "build"))
 #: W = R; a row width that is no multiple of (and wider than) the bus; and a wide bus with
 #: only two bursts in flight (the in-flight FIFO is full most of the time).
 CONFIGS = [
@@ -743,47 +739,20 @@ CONFIGS = [
     DmaTopConfig(data_bytes=8, row_width=20),
     DmaTopConfig(data_bytes=16, row_width=40, max_outstanding=2),
 ]
-#: cocotbext-axi 0.1.28 still uses these cocotb 1.x APIs; only they are not errors.
-AXI_WARNINGS = (
-    "Use `handle.set(Immediate(...))`",
-    "Use `signal.value_change` instead.",
-    "The data field will be removed",
-)
-PYTHONWARNINGS = ",".join(
-    ["error::DeprecationWarning", *(f"ignore:{m}:DeprecationWarning" for m in AXI_WARNINGS)]
-)
-
-
-def _seed() -> int:
-    return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
 
 
 def run_dma_regression(sim: str, cfg: DmaTopConfig, testcase: list[str] | None = None) -> None:
     from .dma_top import generate_dma_top
-    from .toolchain import build_and_test, simulator_available
+    from .toolchain import AXI_WARNINGS, run_regression
 
-    ok, why = simulator_available(sim)
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{sim} is required in CI: {why}")
-        pytest.skip(why)
-    source = generate_dma_top(cfg, BUILD / "gen")
-    seed = _seed()
-    print(f"{sim} {cfg}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
-    tests, failed = build_and_test(
+    run_regression(
         sim=sim,
-        sources=[source],
+        source=lambda out: generate_dma_top(cfg, out),
         toplevel=cfg.module_name,
         test_module="cdm_qta.tb.test_dma",
-        build_dir=BUILD / "sim" / sim / cfg.module_name,
-        extra_env={DmaTopConfig.ENV_VAR: cfg.to_json(), "PYTHONWARNINGS": PYTHONWARNINGS},
-        testcase=testcase or os.environ.get("TESTCASE") or None,
-        seed=seed,
-        waves=os.environ.get("WAVES") == "1",
-    )
-    assert tests > 0, "no cocotb test ran"
-    assert failed == 0, (
-        f"{failed} of {tests} cocotb tests failed under {sim} at {cfg} (seed {seed})"
+        extra_env={DmaTopConfig.ENV_VAR: cfg.to_json(), "PYTHONWARNINGS": AXI_WARNINGS},
+        testcase=testcase,
+        label=str(cfg),
     )
 
 

@@ -11,15 +11,19 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
 __all__ = [
+    "AXI_WARNINGS",
     "MIN_VERILATOR",
     "SimulatorMissing",
     "build_and_test",
+    "build_root",
     "prepare_verilator",
+    "run_regression",
+    "seed_from_env",
     "simulator_available",
 ]
 
@@ -41,6 +45,18 @@ VERILATOR_BUILD_ARGS = ("-Wno-fatal", "--no-public-flat-rw", "--public-depth", "
 #: busy flag of an engine that has not run yet); Verilog-2005 semantics make the initialiser an
 #: event, as yosys intends.
 ICARUS_BUILD_ARGS = ("-g2005",)
+
+
+#: ``PYTHONWARNINGS`` for simulations that use cocotbext-axi: DeprecationWarnings are errors,
+#: except the three that cocotbext-axi 0.1.28 itself emits under cocotb 2 (known, harmless).
+AXI_WARNINGS = ",".join(
+    [
+        "error::DeprecationWarning",
+        "ignore:Use `handle.set(Immediate(...))`:DeprecationWarning",
+        "ignore:Use `signal.value_change` instead.:DeprecationWarning",
+        "ignore:The data field will be removed:DeprecationWarning",
+    ]
+)
 
 
 class SimulatorMissing(RuntimeError):
@@ -171,3 +187,59 @@ def build_and_test(
         timings["build_s"] = built - start
         timings["test_s"] = time.perf_counter() - built
     return get_results(results)
+
+
+def build_root() -> Path:
+    """Where generated Verilog and simulator builds go (``$CDM_QTA_BUILD``, default build/)."""
+    return Path(os.environ.get("CDM_QTA_BUILD", Path(__file__).resolve().parent.parent / "build"))
+
+
+def seed_from_env() -> int:
+    """``$CDM_QTA_SEED`` to reproduce a failing run, else a fresh random seed."""
+    import numpy as np
+
+    return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
+
+
+def run_regression(
+    *,
+    sim: str,
+    source: Callable[[Path], Path],
+    toplevel: str,
+    test_module: str,
+    extra_env: Mapping[str, str],
+    testcase: str | Sequence[str] | None = None,
+    label: str = "",
+) -> None:
+    """The pytest half of every testbench: build ``source`` for ``sim`` and run its cocotb tests.
+
+    A missing simulator is a visible skip on a developer machine and a failure in CI
+    (``CI=true``). The seed is printed so that ``CDM_QTA_SEED`` reproduces a failure;
+    ``TESTCASE`` selects cocotb tests and ``WAVES=1`` dumps waveforms.
+    """
+    import pytest
+
+    ok, why = simulator_available(sim)
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{sim} is required in CI: {why}")
+        pytest.skip(why)
+    root = build_root()
+    verilog = source(root / "gen")
+    seed = seed_from_env()
+    print(f"{sim} {label or toplevel}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
+    tests, failed = build_and_test(
+        sim=sim,
+        sources=[verilog],
+        toplevel=toplevel,
+        test_module=test_module,
+        build_dir=root / "sim" / sim / toplevel,
+        extra_env=extra_env,
+        testcase=testcase or os.environ.get("TESTCASE") or None,
+        seed=seed,
+        waves=os.environ.get("WAVES") == "1",
+    )
+    assert tests > 0, "no cocotb test ran"
+    assert failed == 0, (
+        f"{failed} of {tests} cocotb tests failed under {sim} at {label} (seed {seed})"
+    )
