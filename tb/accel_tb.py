@@ -35,7 +35,7 @@ class AccelTB:
         cfg: AcceleratorConfig,
         rng: np.random.Generator,
         *,
-        pause: float = 0.0,
+        pause: float | None = None,
         ram_size: int | None = None,
     ) -> None:
         self.dut = dut
@@ -69,7 +69,8 @@ class AccelTB:
             self.ram.read_if.ar_channel,
             self.ram.read_if.r_channel,
         ):
-            channel.set_pause_generator(self._pauses())
+            if self.pause is not None:  # None: never pause, and no per-cycle Python for it
+                channel.set_pause_generator(self._pauses())
             # The default queue limit of 2 makes the RAM's write side drop ready one cycle in
             # four (its process drains a timestep late): a DRAM that keeps up needs more.
             channel.queue_occupancy_limit = 16
@@ -80,7 +81,13 @@ class AccelTB:
         assert magic == MAGIC, f"ID register reads {magic:#x}, expected {MAGIC:#x}"
 
     def set_pause(self, probability: float) -> None:
-        """Pause every DRAM channel in a random ``probability`` of cycles from now on."""
+        """Pause every DRAM channel in a random ``probability`` of cycles from now on.
+
+        Only for a testbench created with a ``pause`` (0.0 included), which installs the
+        pause generators once at start.
+        """
+        if self.pause is None:
+            raise RuntimeError("create the AccelTB with pause=0.0 to change pauses later")
         self.pause = probability
 
     def _pauses(self) -> Iterator[int]:

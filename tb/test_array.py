@@ -85,9 +85,9 @@ if cocotb is not None:
     async def accumulator_wraps_like_golden(dut: object) -> None:
         """An OS reduction past 2**31 wraps exactly as golden does (INT32 two's complement)."""
         cfg, rng = _setup(dut)
-        if cocotb.SIM_NAME.lower().startswith("icarus") and cfg.n > 8:
+        if "icarus" in str(getattr(cocotb, "SIM_NAME", "")).lower() and cfg.n > 8:
             # 131k cycles: 80 s of Icarus at N=16; Verilator runs it at every N.
-            cocotb.skip("131k-cycle reduction runs under Icarus only for N <= 8")
+            pytest.skip("the 131k-cycle reduction runs under Icarus only for N <= 8")
         tb = ArrayTB(dut, cfg, rng)
         await tb.start()
         lo = -(1 << (cfg.operand_bits - 1))
