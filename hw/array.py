@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, signed
+from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, Signal, Value, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,7 +10,7 @@ from .config import ArrayConfig
 from .layouts import FLAGS, TOKEN
 from .pe import ProcessingElement
 
-__all__ = ["SystolicArray"]
+__all__ = ["SystolicArray", "pe_module_name", "pe_verilog"]
 
 
 class SystolicArray(wiring.Component):
@@ -58,36 +58,64 @@ class SystolicArray(wiring.Component):
 
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        n = self._cfg.n
-        pes = [
-            [
-                ProcessingElement(operand_bits=self._cfg.operand_bits, acc_bits=self._cfg.acc_bits)
-                for _ in range(n)
-            ]
-            for _ in range(n)
-        ]
+        cfg = self._cfg
+        n = cfg.n
+        operand = signed(cfg.operand_bits)
+        acc = signed(cfg.acc_bits)
+        name = pe_module_name(cfg)
+
+        def grid(shape: object, what: str) -> list[list[Signal]]:
+            return [[Signal(shape, name=f"{what}_{r}_{c}") for c in range(n)] for r in range(n)]
+
+        a, flags, tok, d = (
+            grid(operand, "a"),
+            grid(FLAGS, "flags"),
+            grid(TOKEN, "tok"),
+            grid(acc, "d"),
+        )
+        zero = Signal(acc, name="d_top")  # the top row adds to zero
+        # Every PE is an instance of ONE Verilog module (emitted by `pe_verilog`), not N*N
+        # copies: simulators then share the PE's code across instances (an N=64 array fits
+        # the instruction cache) and synthesis maps the PE once.
         for r in range(n):
             for c in range(n):
-                pe = pes[r][c]
-                m.submodules[f"pe_{r}_{c}"] = pe
-                m.d.comb += pe.bus.eq(self.bus[c])
-                if c == 0:
-                    m.d.comb += [
-                        pe.a_in.eq(self.a_in[r]),
-                        pe.flags_in.eq(self.flags_in[r]),
-                        pe.tok_in.eq(self.tok_in[r]),
-                    ]
-                else:
-                    left = pes[r][c - 1]
-                    m.d.comb += [
-                        pe.a_in.eq(left.a_out),
-                        pe.flags_in.eq(left.flags_out),
-                        pe.tok_in.eq(left.tok_out),
-                    ]
-                # The top row adds to zero: `d_in` is left undriven and keeps its init of 0.
-                if r > 0:
-                    m.d.comb += pe.d_in.eq(pes[r - 1][c].d_out)
+                left = (
+                    (self.a_in[r], self.flags_in[r], self.tok_in[r])
+                    if c == 0
+                    else (
+                        a[r][c - 1],
+                        flags[r][c - 1],
+                        tok[r][c - 1],
+                    )
+                )
+                m.submodules[f"pe_{r}_{c}"] = Instance(
+                    name,
+                    i_clk=ClockSignal(),
+                    i_rst=ResetSignal(),
+                    i_a_in=Value.cast(left[0]),
+                    i_flags_in=Value.cast(left[1]),
+                    i_tok_in=Value.cast(left[2]),
+                    i_bus=Value.cast(self.bus[c]),
+                    i_d_in=d[r - 1][c] if r > 0 else zero,
+                    o_a_out=a[r][c],
+                    o_flags_out=flags[r][c].as_value(),
+                    o_tok_out=tok[r][c].as_value(),
+                    o_d_out=d[r][c],
+                )
         for c in range(n):
-            m.d.comb += self.d_out[c].eq(pes[n - 1][c].d_out)
-        m.d.comb += self.corner_flags.eq(pes[n - 1][n - 1].flags_out)
+            m.d.comb += self.d_out[c].eq(d[n - 1][c])
+        m.d.comb += self.corner_flags.eq(flags[n - 1][n - 1])
         return m
+
+
+def pe_module_name(cfg: ArrayConfig) -> str:
+    """Verilog name of the PE module the array instantiates (one per number format)."""
+    return f"cdm_qta_pe_i{cfg.operand_bits}_a{cfg.acc_bits}"
+
+
+def pe_verilog(cfg: ArrayConfig) -> str:
+    """The PE module's Verilog, to be emitted next to any design containing the array."""
+    from amaranth.back import verilog
+
+    pe = ProcessingElement(operand_bits=cfg.operand_bits, acc_bits=cfg.acc_bits)
+    return verilog.convert(pe, name=pe_module_name(cfg), emit_src=False)

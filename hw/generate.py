@@ -65,10 +65,11 @@ def generate(cfg: ArrayConfig, out_dir: Path) -> Path:
     """
     from amaranth.back import verilog
 
+    from .array import pe_verilog
     from .core import ArrayCore
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(ArrayCore(cfg), name=cfg.module_name, emit_src=False)
+    text = pe_verilog(cfg) + verilog.convert(ArrayCore(cfg), name=cfg.module_name, emit_src=False)
     v_path = out_dir / f"{cfg.module_name}.v"
     _write_atomic(v_path, text)
     _write_atomic(out_dir / f"{cfg.module_name}.json", json.dumps(describe(cfg), indent=2) + "\n")
@@ -80,10 +81,13 @@ def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
     from amaranth.back import verilog
 
     from .accelerator import Accelerator
+    from .array import pe_verilog
     from .regs import COUNTERS, ERRORS
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(Accelerator(cfg), name=cfg.module_name, emit_src=False)
+    text = pe_verilog(cfg.array) + verilog.convert(
+        Accelerator(cfg), name=cfg.module_name, emit_src=False
+    )
     v_path = out_dir / f"{cfg.module_name}.v"
     _write_atomic(v_path, text)
     desc = {
