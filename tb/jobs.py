@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cdm_qta import golden
 from cdm_qta.hw.config import ArrayConfig, Dataflow
 from cdm_qta.hw.timing import program_cycles
 
@@ -121,11 +122,11 @@ if cocotb is not None:
         rows = []
         m_ws, k_os = job["m"], job["k"]
         # WS: A[m x N] @ W[N x 2N] as two back-to-back column tiles sharing the input rows.
-        a = rng.integers(-128, 128, size=(m_ws, n))
-        w = rng.integers(-128, 128, size=(n, 2 * n))
+        a = golden.rand_int(rng, (m_ws, n), cfg.operand_bits)
+        w = golden.rand_int(rng, (n, 2 * n), cfg.operand_bits)
         # OS: A[2N x k] @ B[k x N] as two back-to-back row tiles.
-        a2 = rng.integers(-128, 128, size=(2 * n, k_os))
-        b2 = rng.integers(-128, 128, size=(k_os, n))
+        a2 = golden.rand_int(rng, (2 * n, k_os), cfg.operand_bits)
+        b2 = golden.rand_int(rng, (k_os, n), cfg.operand_bits)
         cases = [
             ("WS", f"{m_ws}x{n} @ {n}x{2 * n}", [WsOp(a=a, w=w[:, :n]), WsOp(a=a, w=w[:, n:])]),
             ("OS", f"{2 * n}x{k_os} @ {k_os}x{n}", [OsOp(a=a2[:n], b=b2), OsOp(a=a2[n:], b=b2)]),
@@ -181,7 +182,7 @@ if cocotb is not None:
         if job.get("free_cycles"):
             # Free-running: one WS tile whose input row stays on the wire, accepted every cycle;
             # the simulator runs without Python between edges (the RTL's own speed).
-            row = tb.codec.beat(rng.integers(-128, 128, size=n), n, Dataflow.WS, False)
+            row = tb.codec.beat(golden.rand_int(rng, (n,), cfg.operand_bits), n, Dataflow.WS, False)
             weights = tb.beats([random_op(rng, cfg, Dataflow.WS, k=n, m=1, cols=n)])[1]
             await tb.drive([], weights, expect_rows=0)
             dut.a__payload.value = row
