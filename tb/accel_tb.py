@@ -17,9 +17,9 @@ from cdm_qta.hw.config import AcceleratorConfig
 from cdm_qta.hw.isa import Instruction
 from cdm_qta.hw.regs import COUNTERS, ERRORS, MAGIC, Reg, counter_address
 
-__all__ = ["AccelTB", "BusFault"]
+from .array_tb import CLOCK_NS
 
-CLOCK_NS = 10
+__all__ = ["AccelTB", "BusFault"]
 
 
 class BusFault(Exception):

@@ -24,11 +24,10 @@ except ImportError:  # pragma: no cover
 
 from cdm_qta.sw.runtime import GoldenBackend
 
+from .accel_jobs import CONFIG_ENV
 from .accel_tb import AccelTB
 
 TIMEOUT_MS = 50
-
-CONFIG_ENV = "CDM_QTA_ACCEL_CONFIG"
 
 
 def _setup(dut: object) -> tuple[AcceleratorConfig, np.random.Generator]:

@@ -21,6 +21,7 @@ import pytest
 from numpy.typing import NDArray
 
 from cdm_qta.hw.dma import CMD_TO_ADDR, dma_command_layout, dma_error_layout
+from cdm_qta.tb.array_tb import CLOCK_NS
 
 from .dma_top import AXIL_ADDR_BITS, ID_MAGIC, DmaTopConfig
 
@@ -31,7 +32,6 @@ try:  # the cocotb half only exists inside a simulator
 except ImportError:  # pragma: no cover - pytest collects this file without cocotb installed
     cocotb = None
 
-CLOCK_NS = 10
 TIMEOUT_MS = 20  # simulated time; the longest test needs well under 1 ms
 RAM_SIZE = 0x10000  # the DRAM window of DmaTopConfig lies inside, with room on both sides
 PAGE = 4096

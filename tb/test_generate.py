@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,8 @@ def test_verilator_lint_is_clean(n: int, tmp_path: Path) -> None:
     from cdm_qta.hw.generate import generate
 
     from .lint import lint
-    from .toolchain import simulator_available
+    from .toolchain import require_simulator
 
-    ok, why = simulator_available("verilator")
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
+    require_simulator("verilator")
     result = lint(generate(ArrayConfig(n=n), tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[:4000]

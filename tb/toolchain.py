@@ -22,6 +22,7 @@ __all__ = [
     "build_and_test",
     "build_root",
     "prepare_verilator",
+    "require_simulator",
     "run_regression",
     "seed_from_env",
     "simulator_available",
@@ -201,6 +202,17 @@ def seed_from_env() -> int:
     return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
 
 
+def require_simulator(sim: str) -> None:
+    """Skip the calling test, with the reason, if ``sim`` is missing; fail instead in CI."""
+    import pytest
+
+    ok, why = simulator_available(sim)
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{sim} is required in CI: {why}")
+        pytest.skip(why)
+
+
 def run_regression(
     *,
     sim: str,
@@ -217,13 +229,7 @@ def run_regression(
     (``CI=true``). The seed is printed so that ``CDM_QTA_SEED`` reproduces a failure;
     ``TESTCASE`` selects cocotb tests and ``WAVES=1`` dumps waveforms.
     """
-    import pytest
-
-    ok, why = simulator_available(sim)
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{sim} is required in CI: {why}")
-        pytest.skip(why)
+    require_simulator(sim)
     root = build_root()
     verilog = source(root / "gen")
     seed = seed_from_env()
