@@ -36,7 +36,7 @@ def tests(session: nox.Session) -> None:
     """Golden-model, software and timing-model tests (no simulator needed)."""
     session.install(TORCH)
     session.install("-e", ".[hw,ml,test]")
-    session.run("pytest", "tests", "-n", _jobs(), *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/rtl", "-n", _jobs(), *session.posargs)
 
 
 @nox.session
@@ -51,7 +51,7 @@ def sim(session: nox.Session, simulator: str) -> None:
     session.env["SIM"] = simulator
     # The Icarus session takes the tests named for Icarus; the Verilator one all the others,
     # including the fast Amaranth-simulator checks that live beside the testbenches.
-    args = ["tb", "-n", _jobs(), "-k", "icarus" if simulator == "icarus" else "not icarus"]
+    args = ["tests/rtl", "-n", _jobs(), "-k", "icarus" if simulator == "icarus" else "not icarus"]
     if os.environ.get("CDM_QTA_SKIP_SLOW") == "1":
         args += ["-m", "not slow"]
     session.log(f"running the cocotb regressions under {simulator}")

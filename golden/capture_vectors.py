@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from cdm_qta.hw.files import write_atomic
+
 from .lora import lora_fp32, lora_quantized, rel_error
 from .vectors import FORMAT_VERSION, VECTORS_DIR, write_npz
 
@@ -276,9 +278,7 @@ def capture(out_dir: Path = VECTORS_DIR, *, seed: int = SEED) -> dict[str, Any]:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically: a temporary file beside ``path``, then a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=False) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -62,7 +62,6 @@ vectors' metadata and in the tests).
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
@@ -70,6 +69,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from cdm_qta.hw.checks import check_positive
 
 from .gemm import gemm, max_safe_reduction
 from .quant import QTensor, Rounding, quantize
@@ -147,9 +148,7 @@ class GemmOp:
 
     def __post_init__(self) -> None:
         for field in ("m", "k", "n", "count"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or operator.index(value) < 1:
-                raise ValueError(f"{field} must be a positive integer, not {value!r}")
+            check_positive(field, getattr(self, field))
         if ScaleAxis(self.a_scale) not in (ScaleAxis.TENSOR, ScaleAxis.M):
             raise ValueError(f"a_scale must be 'tensor' or 'm', not {self.a_scale!r}")
         if ScaleAxis(self.b_scale) not in (ScaleAxis.TENSOR, ScaleAxis.N):
@@ -189,15 +188,6 @@ class GemmOp:
         return cls(**dict(d))
 
 
-def _dim(name: str, value: int) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    v = operator.index(value)
-    if v < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return v
-
-
 def lora_gemms(
     *, n: int, d_in: int, d_out: int, rank: int, need_dx: bool = True
 ) -> tuple[GemmOp, ...]:
@@ -210,7 +200,8 @@ def lora_gemms(
         adapter that is not low rank is a configuration mistake).
     """
     n, d_in, d_out, r = (
-        _dim(k, v) for k, v in [("n", n), ("d_in", d_in), ("d_out", d_out), ("rank", rank)]
+        check_positive(k, v)
+        for k, v in [("n", n), ("d_in", d_in), ("d_out", d_out), ("rank", rank)]
     )
     if r > min(d_in, d_out):
         raise ValueError(

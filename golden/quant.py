@@ -37,6 +37,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from cdm_qta.hw.checks import check_int
+
 __all__ = [
     "MAX_BITS",
     "MIN_BITS",
@@ -58,15 +60,7 @@ _ROUNDINGS: tuple[str, ...] = ("nearest", "stochastic")
 
 def check_bits(q: int) -> int:
     """Return ``q`` as an int after checking it is a supported bit width (2 to 16)."""
-    if isinstance(q, bool):
-        raise ValueError(f"q must be an integer from {MIN_BITS} to {MAX_BITS}, not {q!r}")
-    try:
-        bits = operator.index(q)
-    except TypeError:
-        raise ValueError(f"q must be an integer from {MIN_BITS} to {MAX_BITS}, not {q!r}") from None
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"q must be an integer from {MIN_BITS} to {MAX_BITS}, not {q!r}")
-    return bits
+    return check_int("q", q, MIN_BITS, MAX_BITS)
 
 
 def qmax(q: int = 8) -> int:

@@ -27,7 +27,16 @@ from .axil import AxiLiteRegisterPort
 from .compute import ComputeEngine
 from .config import AcceleratorConfig
 from .dma import DmaReader, DmaWriter
-from .isa import INSN_BITS, TOKEN_MAX, Opcode
+from .isa import (
+    ENGINE_OF,
+    INSN_BITS,
+    TOKEN_FLAGS,
+    TOKEN_MAX,
+    TOKEN_QUEUES,
+    Engine,
+    Opcode,
+    legal_flags,
+)
 from .isa_layout import header_layout
 from .regs import COUNTER_BASE, COUNTERS, ERRORS, MAGIC, Reg
 from .transfer import LoadEngine, StoreEngine
@@ -99,8 +108,8 @@ class Accelerator(wiring.Component):
             "dram_base": cfg.dram_base,
             "dram_size": cfg.dram_size,
         }
-        m.submodules.dma_read = rd = DmaReader(row_width=n, **dma_args)
-        m.submodules.dma_write = wr = DmaWriter(row_width=4 * n, **dma_args)
+        m.submodules.dma_read = rd = DmaReader(row_width=cfg.input_row_bytes, **dma_args)
+        m.submodules.dma_write = wr = DmaWriter(row_width=cfg.output_row_bytes, **dma_args)
         m.submodules.axi_join = join = AxiJoin(data_bytes=cfg.dram_bus_bytes)
         wiring.connect(m, rd.axi, join.read)
         wiring.connect(m, wr.axi, join.write)
@@ -137,35 +146,34 @@ class Accelerator(wiring.Component):
             store.out_rd_data.eq(out_rd_store.data),
         ]
 
-        # ---- dependency tokens ----
-        def token(name: str, push: object, pop: object) -> tuple[Signal, Signal]:
-            count = Signal(range(TOKEN_MAX + 1), name=f"tokens_{name}")
-            overflow = Signal(name=f"tokens_{name}_overflow")
+        # ---- dependency tokens: one counter per queue of the ISA ----
+        by_engine = {Engine.LOAD: load, Engine.COMPUTE: comp, Engine.STORE: store}
+        engines = {op: by_engine[e] for op, e in ENGINE_OF.items()}
+        overflows = []
+        for q in TOKEN_QUEUES:
+            producer, consumer = by_engine[q.producer], by_engine[q.consumer]
+            push = getattr(producer, q.push_flag)
+            pop = getattr(consumer, q.pop_flag)
+            count = Signal(range(TOKEN_MAX + 1), name=f"tokens_{q.name}")
+            overflow = Signal(name=f"tokens_{q.name}_overflow")
             full = count == TOKEN_MAX
-            m.d.comb += overflow.eq(push & ~pop & full)
+            m.d.comb += [
+                overflow.eq(push & ~pop & full),
+                # has_prev / has_next: the side the consumer pops this queue from
+                getattr(consumer, "has_" + q.pop_flag.removeprefix("pop_")).eq(count != 0),
+            ]
             with m.If(push & ~pop & ~full):
                 m.d.sync += count.eq(count + 1)
             with m.Elif(pop & ~push):
                 m.d.sync += count.eq(count - 1)
-            return count != 0, overflow
-
-        l2c_ready, l2c_over = token("l2c", load.push_l2c, comp.pop_l2c)
-        c2l_ready, c2l_over = token("c2l", comp.push_c2l, load.pop_c2l)
-        c2s_ready, c2s_over = token("c2s", comp.push_c2s, store.pop_c2s)
-        s2c_ready, s2c_over = token("s2c", store.push_s2c, comp.pop_s2c)
-        m.d.comb += [
-            comp.l2c_ready.eq(l2c_ready),
-            load.c2l_ready.eq(c2l_ready),
-            store.c2s_ready.eq(c2s_ready),
-            comp.s2c_ready.eq(s2c_ready),
-        ]
+            overflows.append(overflow)
 
         # ---- instruction queue and dispatch ----
         m.submodules.insn_queue = iq = fifo.SyncFIFOBuffered(
             width=INSN_BITS, depth=cfg.insn_queue_depth
         )
         queues = {}
-        for op, engine in ((Opcode.LOAD, load), (Opcode.COMPUTE, comp), (Opcode.STORE, store)):
+        for op, engine in engines.items():
             q = fifo.SyncFIFO(width=INSN_BITS, depth=4)
             m.submodules[f"{op.name.lower()}_queue"] = q
             queues[op] = q
@@ -178,24 +186,19 @@ class Accelerator(wiring.Component):
         engines_idle = (
             ~(load.busy | comp.busy | store.busy) & ~Cat(q.r_rdy for q in queues.values()).any()
         )
-        # LOAD has no previous engine, STORE no next one and FENCE none: such flags are errors
-        # and are dropped so that they can never consume or create a token.
+        # Flags the ISA does not give an opcode (LOAD has no previous engine, STORE no next one,
+        # FENCE none) are errors and are dropped, so they never take or make a token.
         bad_flags = Signal()
         fixed = Signal(INSN_BITS)
         fixed_view = data.View(header_layout(), fixed)
-        any_flag = head.pop_prev | head.pop_next | head.push_prev | head.push_next
-        m.d.comb += [
-            fixed.eq(iq.r_data),
-            bad_flags.eq(
-                ((head.opcode == Opcode.LOAD) & (head.pop_prev | head.push_prev))
-                | ((head.opcode == Opcode.STORE) & (head.pop_next | head.push_next))
-                | ((head.opcode == Opcode.FENCE) & any_flag)  # a FENCE has no neighbours
-            ),
-        ]
-        with m.If(head.opcode == Opcode.LOAD):
-            m.d.comb += [fixed_view.pop_prev.eq(0), fixed_view.push_prev.eq(0)]
-        with m.If(head.opcode == Opcode.STORE):
-            m.d.comb += [fixed_view.pop_next.eq(0), fixed_view.push_next.eq(0)]
+        m.d.comb += fixed.eq(iq.r_data)
+        for op in Opcode:
+            illegal_here = [f for f in TOKEN_FLAGS if f not in legal_flags(op)]
+            if not illegal_here:
+                continue
+            with m.If(head.opcode == op):
+                m.d.comb += bad_flags.eq(Cat(getattr(head, f) for f in illegal_here).any())
+                m.d.comb += [getattr(fixed_view, f).eq(0) for f in illegal_here]
 
         dispatch_retire = Signal()
         illegal = Signal()
@@ -233,7 +236,7 @@ class Accelerator(wiring.Component):
             err["dma_read_bus"].eq(load.dma_error.bus),
             err["dma_write_bus"].eq(store.dma_error.bus),
             err["array"].eq(comp.array_error),
-            err["token_overflow"].eq(l2c_over | c2l_over | c2s_over | s2c_over),
+            err["token_overflow"].eq(Cat(overflows).any()),
         ]
         increments = {
             "cycles": busy,

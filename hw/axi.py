@@ -12,11 +12,11 @@ Only the signals the DMA engines need are present: no ``*lock``, ``*qos``, ``*re
 
 from __future__ import annotations
 
-import operator
-
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from .checks import check_int, check_pow2
 
 __all__ = [
     "BURST_INCR",
@@ -44,20 +44,6 @@ BURST_INCR = 1
 #: ``*cache`` = 0b0011 (normal non-cacheable bufferable, modifiable): what Xilinx and ARM
 #: recommend for DMA masters; a DRAM controller may merge or split such bursts.
 CACHE_NORMAL = 0b0011
-
-
-def _check_pow2(name: str, value: object, lo: int, hi: int) -> int:
-    ivalue = operator.index(value)  # type: ignore[arg-type]
-    if not lo <= ivalue <= hi or ivalue & (ivalue - 1):
-        raise ValueError(f"{name} must be a power of two between {lo} and {hi}, not {value!r}")
-    return ivalue
-
-
-def _check_range(name: str, value: object, lo: int, hi: int) -> int:
-    ivalue = operator.index(value)  # type: ignore[arg-type]
-    if not lo <= ivalue <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-    return ivalue
 
 
 #: Members of the read half (AR and R channels) of :func:`axi4_signature`.
@@ -89,9 +75,9 @@ def axi4_signature(*, addr_bits: int = 32, data_bytes: int, id_bits: int = 1) ->
     ValueError
         If a width is out of range.
     """
-    addr_bits = _check_range("addr_bits", addr_bits, 12, 64)
-    data_bytes = _check_pow2("data_bytes", data_bytes, 1, 256)
-    id_bits = _check_range("id_bits", id_bits, 1, 16)
+    addr_bits = check_int("addr_bits", addr_bits, 12, 64)
+    data_bytes = check_pow2("data_bytes", data_bytes, 1, 256)
+    id_bits = check_int("id_bits", id_bits, 1, 16)
     return wiring.Signature(
         {
             # read address
@@ -151,8 +137,8 @@ def axi4_lite_signature(*, addr_bits: int, data_bytes: int = 4) -> wiring.Signat
     ValueError
         If a width is out of range.
     """
-    addr_bits = _check_range("addr_bits", addr_bits, 3, 64)
-    data_bytes = operator.index(data_bytes)
+    addr_bits = check_int("addr_bits", addr_bits, 3, 64)
+    data_bytes = check_int("data_bytes", data_bytes, 4, 8)
     if data_bytes not in (4, 8):
         raise ValueError(f"data_bytes of AXI4-Lite must be 4 or 8, not {data_bytes!r}")
     return wiring.Signature(

@@ -8,13 +8,12 @@ W, W before AW, both together, and a host that holds BREADY or RREADY low.
 
 from __future__ import annotations
 
-import operator
-
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AxiResp, axi4_lite_signature
+from .checks import check_int
 
 __all__ = ["AxiLiteRegisterPort"]
 
@@ -66,12 +65,7 @@ class AxiLiteRegisterPort(wiring.Component):
     """
 
     def __init__(self, *, addr_bits: int) -> None:
-        try:
-            self._addr_bits = operator.index(addr_bits)
-        except TypeError:
-            raise ValueError(f"addr_bits must be an integer, not {addr_bits!r}") from None
-        if not 3 <= self._addr_bits <= 32:
-            raise ValueError(f"addr_bits must be between 3 and 32, not {addr_bits!r}")
+        self._addr_bits = check_int("addr_bits", addr_bits, 3, 32)
         super().__init__(
             {
                 "axil": In(axi4_lite_signature(addr_bits=self._addr_bits)),

@@ -16,9 +16,9 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig, Dataflow
 from .core import ArrayCore
-from .isa import Opcode
-from .isa_layout import insn_layout
-from .streamer import RowStreamer
+from .isa import Engine, Opcode, field_bits
+from .isa_layout import insn_layout, token_members
+from .streamer import RowStreamer, row_address_bits
 
 __all__ = ["ComputeEngine"]
 
@@ -33,8 +33,7 @@ class ComputeEngine(wiring.Component):
     Members
     -------
     insn : In(stream)        COMPUTE instruction words, in program order
-    l2c_ready, s2c_ready : In  the LOAD->COMPUTE / STORE->COMPUTE token counters are non-zero
-    pop_l2c, pop_s2c, push_c2l, push_c2s : Out   one-cycle token strobes
+    has_*, pop_*, push_* : token ports toward LOAD (``prev``) and STORE (``next``)
     in_rd_*, w_rd_* : memory read ports of the input and weight buffers
     out_rd_*, out_wr_* : read (transparent to the write) and write ports of the output buffer
     retire : Out             an instruction finished (strobe)
@@ -50,19 +49,14 @@ class ComputeEngine(wiring.Component):
         acc = signed(cfg.array.acc_bits)
         self._in_row = data.ArrayLayout(operand, n)
         self._out_row = data.ArrayLayout(acc, n)
-        in_bits = max(cfg.input_rows - 1, 1).bit_length()
-        w_bits = max(cfg.weight_rows - 1, 1).bit_length()
-        out_bits = max(cfg.output_rows - 1, 1).bit_length()
+        in_bits = row_address_bits(cfg.input_rows)
+        w_bits = row_address_bits(cfg.weight_rows)
+        out_bits = row_address_bits(cfg.output_rows)
         self._bits = (in_bits, w_bits, out_bits)
         super().__init__(
             {
                 "insn": In(stream.Signature(insn_layout(Opcode.COMPUTE))),
-                "l2c_ready": In(1),
-                "s2c_ready": In(1),
-                "pop_l2c": Out(1),
-                "pop_s2c": Out(1),
-                "push_c2l": Out(1),
-                "push_c2s": Out(1),
+                **token_members(Engine.COMPUTE),
                 "in_rd_addr": Out(in_bits),
                 "in_rd_en": Out(1),
                 "in_rd_data": In(self._in_row),
@@ -96,11 +90,13 @@ class ComputeEngine(wiring.Component):
             {"lanes": range(n + 1), "mode": Dataflow, "macs": range(n * n + 1)}
         )
         b_tag = data.StructLayout({"lanes": range(n + 1), "mode": Dataflow})
+        # The a stream counts m (WS) or k (OS) rows, the b stream k rows: the widest of the two.
+        count_bits = max(field_bits(Opcode.COMPUTE, "m"), field_bits(Opcode.COMPUTE, "k"))
         m.submodules.a_stream = a_st = RowStreamer(
-            row_shape=self._in_row, addr_bits=in_bits, tag_shape=a_tag
+            row_shape=self._in_row, addr_bits=in_bits, count_bits=count_bits, tag_shape=a_tag
         )
         m.submodules.b_stream = b_st = RowStreamer(
-            row_shape=self._in_row, addr_bits=w_bits, tag_shape=b_tag
+            row_shape=self._in_row, addr_bits=w_bits, count_bits=count_bits, tag_shape=b_tag
         )
         a_job = a_st.job.payload.shape()
         b_job = b_st.job.payload.shape()
@@ -111,7 +107,7 @@ class ComputeEngine(wiring.Component):
                 "accumulate": 1,
                 "out_row": out_bits,
                 "m": range(n + 1),  # rows this instruction writes (m <= N in OS; WS below)
-                "m_ws": 16,
+                "m_ws": field_bits(Opcode.COMPUTE, "m"),
                 "c": range(n + 1),
                 "push_prev": 1,
                 "push_next": 1,
@@ -142,14 +138,14 @@ class ComputeEngine(wiring.Component):
                 (rows_m <= n) & (insn.a_row + k <= cfg.input_rows),
             )
         )
-        tokens_ok = (~insn.pop_prev | self.l2c_ready) & (~insn.pop_next | self.s2c_ready)
+        tokens_ok = (~insn.pop_prev | self.has_prev) & (~insn.pop_next | self.has_next)
         space = a_jobs.w_rdy & b_jobs.w_rdy & w_jobs.w_rdy
         take = Signal()
         m.d.comb += [
             take.eq(self.insn.valid & tokens_ok & space),
             self.insn.ready.eq(take),
-            self.pop_l2c.eq(take & insn.pop_prev),
-            self.pop_s2c.eq(take & insn.pop_next),
+            self.pop_prev.eq(take & insn.pop_prev),
+            self.pop_next.eq(take & insn.pop_next),
             self.range_error.eq(take & ~ok),
             self.wait_token.eq(self.insn.valid & ~tokens_ok),
         ]
@@ -219,7 +215,7 @@ class ComputeEngine(wiring.Component):
         head = data.View(w_job, w_jobs.r_data)
         have = w_jobs.r_rdy
         expected = Mux(head.ok, Mux(head.os, n, head.m_ws), 0)
-        index = Signal(16)
+        index = Signal(field_bits(Opcode.COMPUTE, "m"))
         row_index = Mux(head.os, n - 1 - index, index)
         o = core.o
         job_done = o.valid & (index + 1 == expected)
@@ -265,8 +261,8 @@ class ComputeEngine(wiring.Component):
         m.d.comb += skip.eq(have & ~head.ok & ~o.valid & ~s2_done)
         m.d.comb += [
             w_jobs.r_en.eq((job_done & have) | skip),
-            self.push_c2l.eq((s2_done & s2_push_prev) | (skip & head.push_prev)),
-            self.push_c2s.eq((s2_done & s2_push_next) | (skip & head.push_next)),
+            self.push_prev.eq((s2_done & s2_push_prev) | (skip & head.push_prev)),
+            self.push_next.eq((s2_done & s2_push_next) | (skip & head.push_next)),
             self.retire.eq(s2_done | skip),
         ]
         # A row nobody expects, or `last` where the count says otherwise, means the array and

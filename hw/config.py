@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-import operator
 import os
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
-__all__ = ["AcceleratorConfig", "ArrayConfig", "Dataflow"]
+from .checks import check_int, check_pow2
+
+__all__ = ["CONFIG_ENV", "AcceleratorConfig", "ArrayConfig", "Dataflow", "EnvConfig"]
+
+#: The one environment variable that carries a configuration into a simulator process.
+CONFIG_ENV = "CDM_QTA_CONFIG"
 
 
 class Dataflow(enum.IntEnum):
@@ -27,18 +31,50 @@ class Dataflow(enum.IntEnum):
     OS = 1  #: output stationary: outputs accumulate in the PEs, operands stream in
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    try:
-        ivalue = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, not {value!r}") from None
-    if not lo <= ivalue <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-    return ivalue
+class EnvConfig:
+    """JSON and environment round trips for a frozen configuration dataclass.
+
+    A simulator process is started by the cocotb runner, so the configuration it simulates
+    travels in :data:`CONFIG_ENV` (tagged with the class name, so a test top can never read a
+    configuration meant for another one).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - fields
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)!r}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        return cls.from_dict(json.loads(text))
+
+    def to_env(self) -> dict[str, str]:
+        """The environment entries that hand this configuration to a simulator process."""
+        return {CONFIG_ENV: json.dumps({"kind": type(self).__name__, "config": self.to_dict()})}
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """The configuration :meth:`to_env` put into this (simulator) process."""
+        text = os.environ.get(CONFIG_ENV)
+        if text is None:
+            raise RuntimeError(f"{CONFIG_ENV} is not set: start simulations through cdm_qta.tb")
+        doc = json.loads(text)
+        if doc.get("kind") != cls.__name__:
+            raise RuntimeError(f"{CONFIG_ENV} holds a {doc.get('kind')}, not a {cls.__name__}")
+        return cls.from_dict(doc["config"])
 
 
 @dataclasses.dataclass(frozen=True)
-class ArrayConfig:
+class ArrayConfig(EnvConfig):
     """Shape and number formats of the N x N processing-element array.
 
     Parameters
@@ -62,14 +98,12 @@ class ArrayConfig:
     operand_bits: int = 8
     acc_bits: int = 32
 
-    ENV_VAR: ClassVar[str] = "CDM_QTA_CONFIG"
-
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n", _check_int("n", self.n, 1, 256))
+        object.__setattr__(self, "n", check_int("n", self.n, 1, 256))
         object.__setattr__(
-            self, "operand_bits", _check_int("operand_bits", self.operand_bits, 2, 16)
+            self, "operand_bits", check_int("operand_bits", self.operand_bits, 2, 16)
         )
-        object.__setattr__(self, "acc_bits", _check_int("acc_bits", self.acc_bits, 2, 64))
+        object.__setattr__(self, "acc_bits", check_int("acc_bits", self.acc_bits, 2, 64))
         need = self.column_sum_bits
         if self.acc_bits < need:
             raise ValueError(
@@ -92,47 +126,23 @@ class ArrayConfig:
     def macs_per_cycle(self) -> int:
         return self.n * self.n
 
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ArrayConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - fields
-        if unknown:
-            raise ValueError(f"unknown ArrayConfig fields: {sorted(unknown)!r}")
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, text: str) -> ArrayConfig:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def from_env(cls) -> ArrayConfig:
-        """Read the configuration that the pytest half passed to a cocotb test by environment."""
-        text = os.environ.get(cls.ENV_VAR)
-        if text is None:
-            raise RuntimeError(f"{cls.ENV_VAR} is not set: run this test through pytest")
-        return cls.from_json(text)
-
     def __str__(self) -> str:
         return f"n{self.n}"
 
 
-def _is_pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
-
-
 @dataclasses.dataclass(frozen=True)
-class AcceleratorConfig:
+class AcceleratorConfig(EnvConfig):
     """The whole accelerator: the array plus SRAM buffers, DRAM port and instruction queue.
+
+    The accelerator moves operands through DRAM as bytes and results as little-endian 32-bit
+    words, so it is built only for INT8 operands and INT32 accumulators
+    (:attr:`OPERAND_BYTES`, :attr:`ACC_BYTES`); the array alone (:class:`ArrayConfig`) takes
+    other widths.
 
     Parameters
     ----------
     array : ArrayConfig
+        Must have ``operand_bits == 8`` and ``acc_bits == 32``.
     input_buffer_bytes, weight_buffer_bytes : int
         INT8 buffers, one SRAM row of N bytes per array row/column (paper: 512 KB each).
     output_buffer_bytes : int
@@ -146,7 +156,18 @@ class AcceleratorConfig:
 
     Each buffer is split into two halves by the compiler (ping-pong), so a load fills one half
     while compute reads the other; the hardware enforces only the dependency tokens.
+
+    Raises
+    ------
+    ValueError
+        If a field is out of range or the array has other number formats; the message names
+        the value and what is supported.
     """
+
+    #: Bytes of one operand lane in DRAM and in the input/weight buffers (INT8).
+    OPERAND_BYTES: ClassVar[int] = 1
+    #: Bytes of one result lane in the output buffer and in DRAM (INT32, little-endian).
+    ACC_BYTES: ClassVar[int] = 4
 
     array: ArrayConfig = dataclasses.field(default_factory=ArrayConfig)
     input_buffer_bytes: int = 512 * 1024
@@ -160,29 +181,32 @@ class AcceleratorConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
             raise ValueError(f"array must be an ArrayConfig, not {self.array!r}")
-        n = self.array.n
+        widths = (self.array.operand_bits, self.array.acc_bits)
+        if widths != (8 * self.OPERAND_BYTES, 8 * self.ACC_BYTES):
+            raise ValueError(
+                f"the accelerator supports operand_bits=8 and acc_bits=32 only (INT8 bytes and "
+                f"INT32 words in DRAM), not operand_bits={widths[0]} acc_bits={widths[1]}"
+            )
         for name, row in (
-            ("input_buffer_bytes", n),
-            ("weight_buffer_bytes", n),
-            ("output_buffer_bytes", 4 * n),
+            ("input_buffer_bytes", self.input_row_bytes),
+            ("weight_buffer_bytes", self.input_row_bytes),
+            ("output_buffer_bytes", self.output_row_bytes),
         ):
-            value = _check_int(name, getattr(self, name), row, row << 20)
+            value = check_int(name, getattr(self, name), row, row << 20)
             if value % row:
                 raise ValueError(f"{name} must be a multiple of the {row}-byte row, not {value!r}")
             object.__setattr__(self, name, value)
-        bus = _check_int("dram_bus_bytes", self.dram_bus_bytes, 4, 256)
-        if not _is_pow2(bus):
-            raise ValueError(f"dram_bus_bytes must be a power of two, not {bus!r}")
+        bus = check_pow2("dram_bus_bytes", self.dram_bus_bytes, 4, 256)
         object.__setattr__(self, "dram_bus_bytes", bus)
-        base = _check_int("dram_base", self.dram_base, 0, (1 << 32) - 1)
-        size = _check_int("dram_size", self.dram_size, 4096, 1 << 32)
+        base = check_int("dram_base", self.dram_base, 0, (1 << 32) - 1)
+        size = check_int("dram_size", self.dram_size, 4096, 1 << 32)
         if base % 4096 or base + size > 1 << 32:
             raise ValueError(
                 f"the DRAM window must be 4 KB aligned inside 32-bit addresses, "
                 f"not base={base:#x} size={size:#x}"
             )
         object.__setattr__(
-            self, "insn_queue_depth", _check_int("insn_queue_depth", self.insn_queue_depth, 2, 1024)
+            self, "insn_queue_depth", check_int("insn_queue_depth", self.insn_queue_depth, 2, 1024)
         )
 
     @classmethod
@@ -216,16 +240,26 @@ class AcceleratorConfig:
         return self.array.n
 
     @property
+    def input_row_bytes(self) -> int:
+        """Bytes of one input or weight SRAM row: N INT8 lanes (the longest LOAD row)."""
+        return self.OPERAND_BYTES * self.array.n
+
+    @property
+    def output_row_bytes(self) -> int:
+        """Bytes of one output SRAM row: N INT32 lanes (the longest STORE row)."""
+        return self.ACC_BYTES * self.array.n
+
+    @property
     def input_rows(self) -> int:
-        return self.input_buffer_bytes // self.array.n
+        return self.input_buffer_bytes // self.input_row_bytes
 
     @property
     def weight_rows(self) -> int:
-        return self.weight_buffer_bytes // self.array.n
+        return self.weight_buffer_bytes // self.input_row_bytes
 
     @property
     def output_rows(self) -> int:
-        return self.output_buffer_bytes // (4 * self.array.n)
+        return self.output_buffer_bytes // self.output_row_bytes
 
     @property
     def module_name(self) -> str:
@@ -234,16 +268,9 @@ class AcceleratorConfig:
             f"_o{self.output_rows}_bus{self.dram_bus_bytes}"
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["array"] = self.array.to_dict()
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
     @classmethod
-    def from_json(cls, text: str) -> AcceleratorConfig:
-        d = json.loads(text)
-        d["array"] = ArrayConfig.from_dict(d["array"])
-        return cls(**d)
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        d = dict(data)
+        if isinstance(d.get("array"), dict):
+            d["array"] = ArrayConfig.from_dict(d["array"])
+        return super().from_dict(d)

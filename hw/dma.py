@@ -31,7 +31,7 @@ previous command's last burst, so commands add no bubbles.
 
 from __future__ import annotations
 
-import operator
+from collections.abc import Callable
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
@@ -39,9 +39,12 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, CACHE_NORMAL, axi4_signature
+from .checks import check_int, check_pow2
+from .isa import Opcode, field_bits
 
 __all__ = [
     "CMD_TO_ADDR",
+    "DmaParams",
     "DmaReader",
     "DmaWriter",
     "dma_command_layout",
@@ -59,11 +62,19 @@ PAGE_BYTES = 4096
 MAX_BEATS = 256
 #: ``*prot`` = unprivileged, non-secure, data.
 PROT_DATA = 0b010
+#: AXI byte address width of the DMA's master port.
+ADDR_BITS = 32
+
+#: The command fields, as wide as the LOAD/STORE instruction fields that fill them.
+_COMMAND_FIELDS = ("dram_addr", "stride", "rows", "row_bytes")
 
 
 def dma_command_layout() -> data.StructLayout:
-    """One 2-D transfer: ``rows`` rows of ``row_bytes`` bytes, ``stride`` bytes apart in DRAM."""
-    return data.StructLayout({"dram_addr": 32, "stride": 32, "rows": 16, "row_bytes": 12})
+    """One 2-D transfer: ``rows`` rows of ``row_bytes`` bytes, ``stride`` bytes apart in DRAM.
+
+    Field widths are the ISA's (:data:`cdm_qta.hw.isa.FIELDS`), so a LOAD or STORE always fits.
+    """
+    return data.StructLayout({f: field_bits(Opcode.LOAD, f) for f in _COMMAND_FIELDS})
 
 
 def dma_error_layout() -> data.StructLayout:
@@ -81,43 +92,37 @@ def dma_error_layout() -> data.StructLayout:
 def dma_read_row_layout(row_width: int) -> data.StructLayout:
     """A row leaving the reader; ``last`` marks the final row of a command."""
     return data.StructLayout(
-        {"data": data.ArrayLayout(unsigned(8), operator.index(row_width)), "last": 1}
+        {
+            "data": data.ArrayLayout(unsigned(8), check_int("row_width", row_width, 1, 1024)),
+            "last": 1,
+        }
     )
 
 
 def dma_write_row_layout(row_width: int) -> data.StructLayout:
     """A row entering the writer (the writer knows from its command which row is last)."""
-    return data.StructLayout({"data": data.ArrayLayout(unsigned(8), operator.index(row_width))})
+    width = check_int("row_width", row_width, 1, 1024)
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(8), width)})
 
 
 def _burst_layout(data_bytes: int) -> data.StructLayout:
     lw = data_bytes.bit_length() - 1
     return data.StructLayout(
         {
-            "addr": 32,
+            "addr": ADDR_BITS,
             "len": 8,  # AxLEN: beats - 1
             "row_end": 1,  # the row's final burst
             "cmd_end": 1,  # the command's final burst
             "tail": lw,  # valid bytes in the row's final beat, minus 1 (meaningful if row_end)
             "reject": 1,  # no burst: the command was rejected (error says why)
             "error": dma_error_layout(),
-            "rows": 16,  # rows of a rejected command (the writer drops that many)
+            "rows": dma_command_layout()["rows"].shape,  # rows of a rejected command (dropped)
         }
     )
 
 
-def _check(name: str, value: object, lo: int, hi: int) -> int:
-    try:
-        ivalue = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, not {value!r}") from None
-    if not lo <= ivalue <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, not {value!r}")
-    return ivalue
-
-
-class _DmaParams:
-    """Validated constructor parameters shared by :class:`DmaReader` and :class:`DmaWriter`."""
+class DmaParams:
+    """Validated constructor parameters of :class:`DmaReader` and :class:`DmaWriter`."""
 
     def __init__(
         self,
@@ -129,19 +134,17 @@ class _DmaParams:
         max_outstanding: int,
         id_bits: int,
     ) -> None:
-        self.data_bytes = _check("data_bytes", data_bytes, 4, 256)
-        if self.data_bytes & (self.data_bytes - 1):
-            raise ValueError(f"data_bytes must be a power of two, not {data_bytes!r}")
-        self.row_width = _check("row_width", row_width, 1, 1024)
-        self.dram_base = _check("dram_base", dram_base, 0, (1 << 32) - 1)
-        self.dram_size = _check("dram_size", dram_size, 1, 1 << 32)
-        if self.dram_base + self.dram_size > 1 << 32:
+        self.data_bytes = check_pow2("data_bytes", data_bytes, 4, 256)
+        self.row_width = check_int("row_width", row_width, 1, 1024)
+        self.dram_base = check_int("dram_base", dram_base, 0, (1 << ADDR_BITS) - 1)
+        self.dram_size = check_int("dram_size", dram_size, 1, 1 << ADDR_BITS)
+        if self.dram_base + self.dram_size > 1 << ADDR_BITS:
             raise ValueError(
                 f"the DRAM window must lie in 32-bit addresses, not base={dram_base!r} "
                 f"size={dram_size!r}"
             )
-        self.max_outstanding = _check("max_outstanding", max_outstanding, 1, 256)
-        self.id_bits = _check("id_bits", id_bits, 1, 16)
+        self.max_outstanding = check_int("max_outstanding", max_outstanding, 1, 256)
+        self.id_bits = check_int("id_bits", id_bits, 1, 16)
 
     @property
     def log2_bytes(self) -> int:
@@ -153,7 +156,7 @@ class _DmaParams:
         return -(-self.row_width // self.data_bytes)
 
     def axi(self) -> wiring.Signature:
-        return axi4_signature(addr_bits=32, data_bytes=self.data_bytes, id_bits=self.id_bits)
+        return axi4_signature(addr_bits=ADDR_BITS, data_bytes=self.data_bytes, id_bits=self.id_bits)
 
 
 class _BurstPlanner(wiring.Component):
@@ -167,7 +170,7 @@ class _BurstPlanner(wiring.Component):
     from registers (the 4 KB / 256-beat / row-end minimum) and stable until accepted.
     """
 
-    def __init__(self, p: _DmaParams) -> None:
+    def __init__(self, p: DmaParams) -> None:
         self._p = p
         super().__init__(
             {
@@ -188,7 +191,8 @@ class _BurstPlanner(wiring.Component):
         align = Signal()
         window = Signal()
         rows_m1 = Mux(c.rows == 0, 0, c.rows - 1)
-        end = Signal(50)  # one past the last byte; cannot wrap (32 + 48-bit product + 12)
+        # One past the last byte, wide enough never to wrap: address + rows * stride + bytes.
+        end = Signal(max(len(c.dram_addr), len(c.rows) + len(c.stride), len(c.row_bytes)) + 2)
         m.d.comb += [
             align.eq(
                 (c.dram_addr[:lw] != 0)
@@ -204,14 +208,14 @@ class _BurstPlanner(wiring.Component):
 
         # ---- generator: the current burst of the current command ----
         g_active = Signal()
-        g_addr = Signal(32)  # this burst's address
-        g_row_addr = Signal(32)  # start of this row
-        g_left = Signal(12)  # bytes of this row not yet covered by a burst
-        g_rows = Signal(16)  # rows left including this one
-        g_stride = Signal(32)
-        g_row_bytes = Signal(12)
+        g_addr = Signal(ADDR_BITS)  # this burst's address
+        g_row_addr = Signal(ADDR_BITS)  # start of this row
+        g_left = Signal.like(c.row_bytes)  # bytes of this row not yet covered by a burst
+        g_rows = Signal.like(c.rows)  # rows left including this one
+        g_stride = Signal.like(c.stride)
+        g_row_bytes = Signal.like(c.row_bytes)
 
-        beats_row = Signal(13 - lw)  # ceil(g_left / W): beats to finish the row
+        beats_row = Signal(len(c.row_bytes) + 1 - lw)  # ceil(g_left / W): beats to finish the row
         to_page = Signal(range(PAGE_BYTES // w + 1))  # beats to the next 4 KB boundary
         cap = Signal(range(PAGE_BYTES // w + 1))
         row_end = Signal()
@@ -288,7 +292,7 @@ def _tie_off_write(m: Module, axi: object) -> None:
     m.d.comb += [axi.awvalid.eq(0), axi.wvalid.eq(0), axi.bready.eq(0)]
 
 
-def _drive_addr(m: Module, p: _DmaParams, prefix: str, axi: object, burst: data.View) -> None:
+def _drive_addr(m: Module, p: DmaParams, prefix: str, axi: object, burst: data.View) -> None:
     """Drive AR or AW from the planner's burst (constant fields here, valid by the caller)."""
     m.d.comb += [
         getattr(axi, f"{prefix}addr").eq(burst.addr),
@@ -301,37 +305,94 @@ def _drive_addr(m: Module, p: _DmaParams, prefix: str, axi: object, burst: data.
     ]
 
 
-class _Params:
-    """Read-only properties of the constructor parameters (mixed into both engines)."""
+class _DmaEngine(wiring.Component):
+    """What the reader and the writer share: parameters, members and the burst planner.
 
-    _p: _DmaParams
+    Parameters
+    ----------
+    data_bytes : int
+        AXI data width W in bytes, a power of two from 4 to 256.
+    row_width : int
+        SRAM row width R in bytes, 1 to 1024 (need not relate to W).
+    dram_base, dram_size : int
+        The DRAM window the engine may touch; any command reaching outside is rejected.
+    max_outstanding : int
+        Bursts in flight (address issued, data or response not yet complete), 1 to 256.
+    id_bits : int
+        Width of the AXI ID signals (the engine always uses ID 0).
+
+    Members
+    -------
+    cmd : In(stream(dma_command_layout()))
+        Commands, accepted one per cycle while the planner has room.
+    row : stream of SRAM rows, out of the reader and into the writer
+    done : Out(stream(dma_error_layout()))
+        Exactly one beat per command, after its last row or response (all-zero: success).
+    axi : Out(axi4_signature(data_bytes=W, id_bits=id_bits))
+        The reader uses AR and R, the writer AW, W and B; the other half is tied idle (join
+        them with :class:`~cdm_qta.hw.axi.AxiJoin`).
+    busy : Out(1)
+        A command is accepted and its ``done`` beat not yet taken.
+    beat : Out(1)
+        Combinational strobe: a data beat (R or W) transfers in this cycle.
+    beat_bytes : Out(range(W + 1))
+        Row bytes carried by that beat (W, or fewer for a row's final beat); 0 without ``beat``.
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range (the message names the value).
+    """
+
+    def __init__(
+        self,
+        row: Callable[[int], wiring.Member],
+        *,
+        data_bytes: int,
+        row_width: int,
+        dram_base: int = 0,
+        dram_size: int = 1 << ADDR_BITS,
+        max_outstanding: int = 8,
+        id_bits: int = 1,
+    ) -> None:
+        self._p = DmaParams(
+            data_bytes=data_bytes,
+            row_width=row_width,
+            dram_base=dram_base,
+            dram_size=dram_size,
+            max_outstanding=max_outstanding,
+            id_bits=id_bits,
+        )
+        super().__init__(
+            {
+                "cmd": In(stream.Signature(dma_command_layout())),
+                "row": row(self._p.row_width),
+                "done": Out(stream.Signature(dma_error_layout())),
+                "axi": Out(self._p.axi()),
+                "busy": Out(1),
+                "beat": Out(1),
+                "beat_bytes": Out(range(self._p.data_bytes + 1)),
+            }
+        )
 
     @property
-    def data_bytes(self) -> int:
-        return self._p.data_bytes
+    def params(self) -> DmaParams:
+        """The validated constructor parameters."""
+        return self._p
 
-    @property
-    def row_width(self) -> int:
-        return self._p.row_width
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        m.submodules.plan = plan = _BurstPlanner(self._p)
+        wiring.connect(m, wiring.flipped(self.cmd), plan.cmd)
+        self._data_side(m, plan)
+        return m
 
-    @property
-    def dram_base(self) -> int:
-        return self._p.dram_base
-
-    @property
-    def dram_size(self) -> int:
-        return self._p.dram_size
-
-    @property
-    def max_outstanding(self) -> int:
-        return self._p.max_outstanding
-
-    @property
-    def id_bits(self) -> int:
-        return self._p.id_bits
+    def _data_side(self, m: Module, plan: _BurstPlanner) -> None:
+        """Issue the planner's bursts on the bus and move their data (reader or writer)."""
+        raise NotImplementedError
 
 
-class DmaReader(_Params, wiring.Component):
+class DmaReader(_DmaEngine):
     """Read 2-D strided transfers from DRAM into a stream of SRAM rows (AXI4 read master).
 
     Bursts go out on AR as described in :mod:`cdm_qta.hw.dma`; R beats of a row are gathered
@@ -346,81 +407,18 @@ class DmaReader(_Params, wiring.Component):
     valid in the cycle after its last row was accepted. A rejected command produces only its
     ``done`` beat, after the previous command's ``done``.
 
-    Parameters
-    ----------
-    data_bytes : int
-        AXI data width W in bytes, a power of two from 4 to 256.
-    row_width : int
-        SRAM row width R in bytes, 1 to 1024 (need not relate to W).
-    dram_base, dram_size : int
-        The DRAM window the engine may touch; any command reaching outside is rejected.
-    max_outstanding : int
-        Bursts in flight (AR issued, data not yet complete), 1 to 256.
-    id_bits : int
-        Width of the AXI ID signals (the engine always uses ID 0).
-
-    Members
-    -------
-    cmd : In(stream(dma_command_layout()))
-        Commands, accepted one per cycle while the planner has room.
-    row : Out(stream(dma_read_row_layout(row_width)))
-        One beat per DRAM row, ``last`` on the command's final row.
-    done : Out(stream(dma_error_layout()))
-        Exactly one beat per command, after its last row (all-zero payload: success).
-    axi : Out(axi4_signature(data_bytes=W, id_bits=id_bits))
-        AR and R are used; AW, W and B are tied idle (join with a writer via
-        :class:`~cdm_qta.hw.axi.AxiJoin`).
-    busy : Out(1)
-        A command is accepted and its ``done`` beat not yet taken.
-    beat : Out(1)
-        Combinational strobe: an R beat transfers in this cycle.
-    beat_bytes : Out(range(W + 1))
-        Row bytes carried by that beat (W, or fewer for a row's final beat); 0 without ``beat``.
-
-    Raises
-    ------
-    ValueError
-        If a parameter is out of range (the message names the value).
+    Parameters, members and errors are those of the shared base (see ``_DmaEngine``), with
+    ``row : Out(stream(dma_read_row_layout(row_width)))``: one beat per DRAM row, ``last`` on
+    the command's final row.
     """
 
-    def __init__(
-        self,
-        *,
-        data_bytes: int,
-        row_width: int,
-        dram_base: int = 0,
-        dram_size: int = 1 << 32,
-        max_outstanding: int = 8,
-        id_bits: int = 1,
-    ) -> None:
-        self._p = _DmaParams(
-            data_bytes=data_bytes,
-            row_width=row_width,
-            dram_base=dram_base,
-            dram_size=dram_size,
-            max_outstanding=max_outstanding,
-            id_bits=id_bits,
-        )
-        super().__init__(
-            {
-                "cmd": In(stream.Signature(dma_command_layout())),
-                "row": Out(stream.Signature(dma_read_row_layout(self._p.row_width))),
-                "done": Out(stream.Signature(dma_error_layout())),
-                "axi": Out(self._p.axi()),
-                "busy": Out(1),
-                "beat": Out(1),
-                "beat_bytes": Out(range(self._p.data_bytes + 1)),
-            }
-        )
+    def __init__(self, **params: int) -> None:
+        super().__init__(lambda width: Out(stream.Signature(dma_read_row_layout(width))), **params)
 
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
+    def _data_side(self, m: Module, plan: _BurstPlanner) -> None:
         p = self._p
         w, r_bytes = p.data_bytes, p.row_width
         axi = self.axi
-
-        m.submodules.plan = plan = _BurstPlanner(p)
-        wiring.connect(m, wiring.flipped(self.cmd), plan.cmd)
 
         desc_layout = data.StructLayout(
             {
@@ -532,10 +530,9 @@ class DmaReader(_Params, wiring.Component):
             self.beat_bytes.eq(Mux(r_fire, Mux(row_last, d.tail + 1, w), 0)),
             self.busy.eq(plan.busy | inflight.r_rdy | out_valid | done_q.r_rdy),
         ]
-        return m
 
 
-class DmaWriter(_Params, wiring.Component):
+class DmaWriter(_DmaEngine):
     """Write a stream of SRAM rows to 2-D strided places in DRAM (AXI4 write master).
 
     AW runs ahead of the data (up to ``max_outstanding`` bursts whose B response has not come
@@ -549,75 +546,27 @@ class DmaWriter(_Params, wiring.Component):
     row per cycle, longer rows at one W beat per cycle. ``done`` becomes valid in the cycle
     after the command's last B response.
 
-    Parameters
-    ----------
-    data_bytes, row_width, dram_base, dram_size, max_outstanding, id_bits : int
-        As for :class:`DmaReader`.
-
-    Members
-    -------
-    cmd : In(stream(dma_command_layout()))
-        Commands.
-    row : In(stream(dma_write_row_layout(row_width)))
-        Exactly ``rows`` row beats per command, in command order.
-    done : Out(stream(dma_error_layout()))
-        One beat per command, after every B response of it (or after its rows were dropped).
-    axi : Out(axi4_signature(data_bytes=W, id_bits=id_bits))
-        AW, W and B are used; AR and R are tied idle.
-    busy : Out(1)
-        A command is accepted and its ``done`` beat not yet taken.
-    beat : Out(1)
-        Combinational strobe: a W beat transfers in this cycle.
-    beat_bytes : Out(range(W + 1))
-        Bytes written by that beat (the number of WSTRB bits); 0 without ``beat``.
-
-    Raises
-    ------
-    ValueError
-        If a parameter is out of range (the message names the value).
+    Parameters, members and errors are those of the shared base (see ``_DmaEngine``), with
+    ``row : In(stream(dma_write_row_layout(row_width)))``: exactly ``rows`` row beats per
+    command, in command order; ``beat_bytes`` counts the WSTRB bits of a W beat.
     """
 
-    def __init__(
-        self,
-        *,
-        data_bytes: int,
-        row_width: int,
-        dram_base: int = 0,
-        dram_size: int = 1 << 32,
-        max_outstanding: int = 8,
-        id_bits: int = 1,
-    ) -> None:
-        self._p = _DmaParams(
-            data_bytes=data_bytes,
-            row_width=row_width,
-            dram_base=dram_base,
-            dram_size=dram_size,
-            max_outstanding=max_outstanding,
-            id_bits=id_bits,
-        )
-        super().__init__(
-            {
-                "cmd": In(stream.Signature(dma_command_layout())),
-                "row": In(stream.Signature(dma_write_row_layout(self._p.row_width))),
-                "done": Out(stream.Signature(dma_error_layout())),
-                "axi": Out(self._p.axi()),
-                "busy": Out(1),
-                "beat": Out(1),
-                "beat_bytes": Out(range(self._p.data_bytes + 1)),
-            }
-        )
+    def __init__(self, **params: int) -> None:
+        super().__init__(lambda width: In(stream.Signature(dma_write_row_layout(width))), **params)
 
-    def elaborate(self, platform: object) -> Module:
-        m = Module()
+    def _data_side(self, m: Module, plan: _BurstPlanner) -> None:
         p = self._p
         w, r_bytes = p.data_bytes, p.row_width
         axi = self.axi
 
-        m.submodules.plan = plan = _BurstPlanner(p)
-        wiring.connect(m, wiring.flipped(self.cmd), plan.cmd)
-
         w_layout = data.StructLayout(
-            {"len": 8, "row_end": 1, "tail": p.log2_bytes, "reject": 1, "rows": 16}
+            {
+                "len": 8,
+                "row_end": 1,
+                "tail": p.log2_bytes,
+                "reject": 1,
+                "rows": dma_command_layout()["rows"].shape,
+            }
         )
         b_layout = data.StructLayout({"cmd_end": 1, "reject": 1, "error": dma_error_layout()})
         # wq: bursts whose W data is still to be sent (popped with the burst's last W beat);
@@ -697,7 +646,7 @@ class DmaWriter(_Params, wiring.Component):
             m.d.sync += w_valid.eq(0)
 
         # Rejected command: drop its rows, then count one finished drop for the B side.
-        dropped = Signal(16)
+        dropped = Signal.like(d.rows)
         dropping = wq.r_rdy & d.reject
         drop_end = dropping & (dropped == d.rows)
         with m.If(drop_end):
@@ -740,4 +689,3 @@ class DmaWriter(_Params, wiring.Component):
             self.beat_bytes.eq(Mux(w_fire, w_count, 0)),
             self.busy.eq(plan.busy | wq.r_rdy | bq.r_rdy | w_valid | done_q.r_rdy),
         ]
-        return m

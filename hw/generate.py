@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,19 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from .config import AcceleratorConfig, ArrayConfig
+from .files import write_atomic
 from .timing import latency
 
-__all__ = ["add_parser", "describe", "generate", "generate_accelerator", "main", "run"]
+__all__ = [
+    "add_parser",
+    "describe",
+    "emit",
+    "generate",
+    "generate_accelerator",
+    "main",
+    "run",
+    "source_fingerprint",
+]
 
 
 class PortsOnly(wiring.Component):
@@ -54,7 +64,6 @@ class PortsOnly(wiring.Component):
 def describe(cfg: ArrayConfig) -> dict[str, Any]:
     """What a consumer of the Verilog needs to know without reading it."""
     return {
-        "module": cfg.module_name,
         "config": cfg.to_dict(),
         "macs_per_cycle": cfg.macs_per_cycle,
         "latency_cycles": latency(cfg.n),
@@ -80,44 +89,72 @@ def describe(cfg: ArrayConfig) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    Path(tmp).replace(path)
+def source_fingerprint(extra: Sequence[Path] = ()) -> str:
+    """SHA-256 of every gateware source file (and ``extra`` ones, e.g. a test top's):
+    generated Verilog is reused while it matches."""
+    digest = hashlib.sha256()
+    for path in [*sorted(Path(__file__).parent.glob("*.py")), *map(Path, extra)]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def emit(
+    out_dir: Path,
+    module: str,
+    description: dict[str, Any],
+    convert: Callable[[], str],
+    *,
+    extra_sources: Sequence[Path] = (),
+) -> Path:
+    """Write ``<module>.v`` (from ``convert()``) and ``<module>.json``; return the ``.v`` path.
+
+    Converting a 64 x 64 design takes tens of seconds, so when the JSON beside an existing
+    ``.v`` records the same description and gateware fingerprint, the file is kept as it is
+    (and keeps its timestamp, so a simulator build is not redone either).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    v_path = out_dir / f"{module}.v"
+    j_path = v_path.with_suffix(".json")
+    desc = {**description, "module": module, "fingerprint": source_fingerprint(extra_sources)}
+    text = json.dumps(desc, indent=2) + "\n"
+    if v_path.exists() and j_path.exists() and j_path.read_text() == text:
+        return v_path
+    write_atomic(v_path, convert())
+    write_atomic(j_path, text)
+    return v_path
 
 
 def generate(cfg: ArrayConfig, out_dir: Path) -> Path:
     """Write ``<module>.v`` and ``<module>.json`` into ``out_dir``; return the Verilog path."""
-    from amaranth.back import verilog
 
-    from .array import pe_verilog
-    from .core import ArrayCore
+    def convert() -> str:
+        from amaranth.back import verilog
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = PortsOnly(ArrayCore(cfg))
-    text = pe_verilog(cfg) + verilog.convert(top, name=cfg.module_name, emit_src=False)
-    v_path = out_dir / f"{cfg.module_name}.v"
-    _write_atomic(v_path, text)
-    _write_atomic(out_dir / f"{cfg.module_name}.json", json.dumps(describe(cfg), indent=2) + "\n")
-    return v_path
+        from .array import pe_verilog
+        from .core import ArrayCore
+
+        top = PortsOnly(ArrayCore(cfg))
+        return pe_verilog(cfg) + verilog.convert(top, name=cfg.module_name, emit_src=False)
+
+    return emit(out_dir, cfg.module_name, describe(cfg), convert)
 
 
 def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
     """Write the whole accelerator as ``<module>.v`` plus its configuration as JSON."""
-    from amaranth.back import verilog
-
-    from .accelerator import Accelerator
-    from .array import pe_verilog
     from .regs import COUNTERS, ERRORS
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = PortsOnly(Accelerator(cfg))
-    text = pe_verilog(cfg.array) + verilog.convert(top, name=cfg.module_name, emit_src=False)
-    v_path = out_dir / f"{cfg.module_name}.v"
-    _write_atomic(v_path, text)
+    def convert() -> str:
+        from amaranth.back import verilog
+
+        from .accelerator import Accelerator
+        from .array import pe_verilog
+
+        top = PortsOnly(Accelerator(cfg))
+        return pe_verilog(cfg.array) + verilog.convert(top, name=cfg.module_name, emit_src=False)
+
     desc = {
-        "module": cfg.module_name,
         "config": cfg.to_dict(),
         "ports": {
             "clk/rst": "clock (rising edge), synchronous active-high reset",
@@ -128,8 +165,7 @@ def generate_accelerator(cfg: AcceleratorConfig, out_dir: Path) -> Path:
         "status_errors": list(ERRORS),
         "counters": list(COUNTERS),
     }
-    _write_atomic(v_path.with_suffix(".json"), json.dumps(desc, indent=2) + "\n")
-    return v_path
+    return emit(out_dir, cfg.module_name, desc, convert)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -54,19 +54,30 @@ from typing import Any, ClassVar
 __all__ = [
     "FIELDS",
     "INSN_BITS",
+    "TOKEN_FLAGS",
     "TOKEN_MAX",
+    "TOKEN_QUEUES",
     "Buffer",
     "Compute",
+    "Engine",
     "Fence",
     "IllegalInstruction",
     "Instruction",
     "Load",
     "Opcode",
     "Store",
+    "TokenQueue",
     "decode",
     "disassemble",
+    "engine_of",
+    "field_bits",
+    "field_max",
+    "legal_flags",
     "load_program",
+    "pops",
+    "pushes",
     "save_program",
+    "token_queue",
 ]
 
 INSN_BITS = 128
@@ -88,6 +99,33 @@ class Opcode(enum.IntEnum):
 class Buffer(enum.IntEnum):
     INPUT = 0
     WEIGHT = 1
+
+
+class Engine(enum.IntEnum):
+    """The engines, in pipeline order: LOAD's next is COMPUTE, COMPUTE's next is STORE.
+
+    Each runs its own instructions in program order; they meet only through the dependency
+    tokens of :data:`TOKEN_QUEUES`, which connect neighbours in this order.
+    """
+
+    LOAD = 0
+    COMPUTE = 1
+    STORE = 2
+
+    @property
+    def prev(self) -> Engine | None:
+        """The engine before this one in the pipeline (``None`` for LOAD)."""
+        return Engine(self - 1) if self > Engine.LOAD else None
+
+    @property
+    def next(self) -> Engine | None:
+        """The engine after this one in the pipeline (``None`` for STORE)."""
+        return Engine(self + 1) if self < Engine.STORE else None
+
+    @property
+    def label(self) -> str:
+        """Lower-case name, as in counter names (``load_busy``) and reports."""
+        return self.name.lower()
 
 
 class IllegalInstruction(ValueError):
@@ -136,6 +174,100 @@ FIELDS: dict[Opcode, tuple[tuple[str, int], ...]] = {
 
 for _op, _fields in FIELDS.items():
     assert sum(b for _, b in HEADER + _fields) <= INSN_BITS, _op
+# LOAD and STORE drive the same DMA command, so their transfer fields must agree.
+for _name in ("sram_row", "rows", "row_bytes", "dram_addr", "stride"):
+    assert dict(FIELDS[Opcode.LOAD])[_name] == dict(FIELDS[Opcode.STORE])[_name], _name
+
+
+def field_bits(opcode: Opcode, name: str) -> int:
+    """Width of field ``name`` of ``opcode`` (header fields included)."""
+    try:
+        return dict(HEADER + FIELDS[opcode])[name]
+    except KeyError:
+        raise KeyError(f"{opcode.name} has no field {name!r}") from None
+
+
+def field_max(opcode: Opcode, name: str) -> int:
+    """Largest value field ``name`` of ``opcode`` can carry."""
+    return (1 << field_bits(opcode, name)) - 1
+
+
+# -- engines and dependency tokens ---------------------------------------------------------------
+
+#: The engine that executes each opcode; FENCE is executed by the dispatcher itself.
+ENGINE_OF: dict[Opcode, Engine] = {
+    Opcode.LOAD: Engine.LOAD,
+    Opcode.COMPUTE: Engine.COMPUTE,
+    Opcode.STORE: Engine.STORE,
+}
+
+#: The token flags of the header, in header order.
+TOKEN_FLAGS: tuple[str, ...] = ("pop_prev", "pop_next", "push_prev", "push_next")
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenQueue:
+    """One dependency-token counter: ``producer`` pushes, its neighbour ``consumer`` pops."""
+
+    producer: Engine
+    consumer: Engine
+
+    def __post_init__(self) -> None:
+        if self.consumer not in (self.producer.prev, self.producer.next):
+            raise ValueError(
+                f"no token queue between {self.producer.name} and {self.consumer.name}"
+            )
+
+    @property
+    def name(self) -> str:
+        """Short name, as in the hardware's counters: ``l2c``, ``c2l``, ``c2s``, ``s2c``."""
+        return f"{self.producer.name[0]}2{self.consumer.name[0]}".lower()
+
+    @property
+    def push_flag(self) -> str:
+        """The producer's flag that pushes into this queue."""
+        return "push_next" if self.consumer == self.producer.next else "push_prev"
+
+    @property
+    def pop_flag(self) -> str:
+        """The consumer's flag that pops from this queue."""
+        return "pop_prev" if self.producer == self.consumer.prev else "pop_next"
+
+    def __str__(self) -> str:
+        return f"{self.producer.label}->{self.consumer.label}"
+
+
+#: The four counters, as in VTA: between each pair of neighbouring engines, in both directions.
+TOKEN_QUEUES: tuple[TokenQueue, ...] = (
+    TokenQueue(Engine.LOAD, Engine.COMPUTE),
+    TokenQueue(Engine.COMPUTE, Engine.LOAD),
+    TokenQueue(Engine.COMPUTE, Engine.STORE),
+    TokenQueue(Engine.STORE, Engine.COMPUTE),
+)
+
+
+def token_queue(producer: Engine, consumer: Engine) -> TokenQueue:
+    """The queue from ``producer`` to ``consumer``; :class:`ValueError` unless neighbours."""
+    return TokenQueue(Engine(producer), Engine(consumer))
+
+
+def _flag_queue(engine: Engine, flag: str) -> TokenQueue | None:
+    side = engine.prev if flag.endswith("_prev") else engine.next
+    if side is None:
+        return None
+    return TokenQueue(side, engine) if flag.startswith("pop") else TokenQueue(engine, side)
+
+
+def legal_flags(opcode: Opcode) -> frozenset[str]:
+    """The token flags an opcode may set: those that name an existing neighbour engine.
+
+    LOAD has no previous engine, STORE no next one, and FENCE no engine at all; any other flag
+    is illegal (the hardware flags the instruction and ignores the flag).
+    """
+    engine = ENGINE_OF.get(Opcode(opcode))
+    if engine is None:
+        return frozenset()
+    return frozenset(f for f in TOKEN_FLAGS if _flag_queue(engine, f) is not None)
 
 
 def field_offsets(opcode: Opcode) -> dict[str, tuple[int, int]]:
@@ -174,22 +306,20 @@ class Instruction:
             word |= value << at
         return word
 
+    @property
+    def flags(self) -> frozenset[str]:
+        """The token flags this instruction sets (legal or not)."""
+        return frozenset(f for f in TOKEN_FLAGS if getattr(self, f))
+
+    @property
+    def illegal_flags(self) -> frozenset[str]:
+        """Set flags the opcode does not have (see :func:`legal_flags`)."""
+        return self.flags - legal_flags(self.OPCODE)
+
     def __str__(self) -> str:
-        deps = "".join(
-            tag
-            for tag, on in (
-                ("<p", self.pop_prev),
-                ("<n", self.pop_next),
-                (">p", self.push_prev),
-                (">n", self.push_next),
-            )
-            if on
-        )
-        args = ", ".join(
-            f"{k}={v}"
-            for k, v in self.fields().items()
-            if k not in ("pop_prev", "pop_next", "push_prev", "push_next")
-        )
+        tags = {"pop_prev": "<p", "pop_next": "<n", "push_prev": ">p", "push_next": ">n"}
+        deps = "".join(tags[f] for f in TOKEN_FLAGS if getattr(self, f))
+        args = ", ".join(f"{k}={v}" for k, v in self.fields().items() if k not in TOKEN_FLAGS)
         return f"{self.OPCODE.name:<7} {args}" + (f"  [{deps}]" if deps else "")
 
 
@@ -238,6 +368,29 @@ _CLASSES: dict[Opcode, type[Instruction]] = {
     Opcode.STORE: Store,
     Opcode.FENCE: Fence,
 }
+
+
+def engine_of(insn: Instruction) -> Engine | None:
+    """The engine that executes ``insn`` (``None`` for FENCE)."""
+    return ENGINE_OF.get(insn.OPCODE)
+
+
+def pops(insn: Instruction) -> tuple[TokenQueue, ...]:
+    """Queues ``insn`` takes a token from before it starts (its legal pop flags only)."""
+    engine = engine_of(insn)
+    if engine is None:
+        return ()
+    found = (_flag_queue(engine, f) for f in ("pop_prev", "pop_next") if getattr(insn, f))
+    return tuple(q for q in found if q is not None)
+
+
+def pushes(insn: Instruction) -> tuple[TokenQueue, ...]:
+    """Queues ``insn`` gives a token to when it is done (its legal push flags only)."""
+    engine = engine_of(insn)
+    if engine is None:
+        return ()
+    found = (_flag_queue(engine, f) for f in ("push_prev", "push_next") if getattr(insn, f))
+    return tuple(q for q in found if q is not None)
 
 
 def decode(word: int) -> Instruction:

@@ -1,4 +1,5 @@
-"""Amaranth views of the instruction words, built from :data:`cdm_qta.hw.isa.FIELDS`.
+"""Amaranth views of the ISA: instruction layouts from :data:`cdm_qta.hw.isa.FIELDS`, and the
+engines' token ports from :class:`cdm_qta.hw.isa.Engine`.
 
 The hardware decoder reads fields through these layouts, the software encodes with
 :mod:`cdm_qta.hw.isa`; both come from the same table, so they cannot disagree.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 from functools import cache
 
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
 
-from .isa import FIELDS, HEADER, INSN_BITS, Opcode
+from .isa import FIELDS, HEADER, INSN_BITS, Engine, Opcode
 
-__all__ = ["header_layout", "insn_layout"]
+__all__ = ["header_layout", "insn_layout", "token_members"]
 
 
 @cache
@@ -31,3 +33,20 @@ def insn_layout(opcode: Opcode) -> data.StructLayout:
 def header_layout() -> data.StructLayout:
     used = sum(bits for _, bits in HEADER)
     return data.StructLayout({**dict(HEADER), "_pad": INSN_BITS - used})
+
+
+def token_members(engine: Engine) -> dict[str, wiring.Member]:
+    """An engine's ends of the dependency-token counters, for the sides it has neighbours on.
+
+    Per side (``prev``/``next``, :meth:`cdm_qta.hw.isa.Engine.prev`): ``has_<side>`` (In) says
+    the counter the engine pops from is non-zero; ``pop_<side>`` and ``push_<side>`` (Out) are
+    one-cycle strobes. The names match the instruction's flags, so the accelerator wires every
+    counter of :data:`cdm_qta.hw.isa.TOKEN_QUEUES` the same way.
+    """
+    members: dict[str, wiring.Member] = {}
+    for side in ("prev", "next"):
+        if getattr(engine, side) is not None:
+            members[f"has_{side}"] = In(1)
+            members[f"pop_{side}"] = Out(1)
+            members[f"push_{side}"] = Out(1)
+    return members

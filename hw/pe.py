@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import operator
-
 from amaranth.hdl import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import check_int
 from .layouts import FLAGS, TOKEN
 
 __all__ = ["ProcessingElement"]
@@ -53,8 +52,8 @@ class ProcessingElement(wiring.Component):
     LATENCY = 1
 
     def __init__(self, *, operand_bits: int = 8, acc_bits: int = 32) -> None:
-        self._operand_bits = operator.index(operand_bits)
-        self._acc_bits = operator.index(acc_bits)
+        self._operand_bits = check_int("operand_bits", operand_bits, 2, 16)
+        self._acc_bits = check_int("acc_bits", acc_bits, 2, 64)
         operand = signed(self._operand_bits)
         acc = signed(self._acc_bits)
         super().__init__(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import operator
-
 from amaranth.hdl import Module, Shape, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RowStreamer"]
+from .checks import check_int
+
+__all__ = ["RowStreamer", "row_address_bits"]
+
+
+def row_address_bits(rows: int) -> int:
+    """Width of a row address of a memory with ``rows`` rows (at least 1 bit)."""
+    return max(rows - 1, 1).bit_length()
 
 
 class RowStreamer(wiring.Component):
@@ -24,6 +29,7 @@ class RowStreamer(wiring.Component):
     ----------
     row_shape : shape of one memory row
     addr_bits : width of row addresses
+    count_bits : width of a job's row count (the instruction field it comes from)
     tag_shape : shape of the per-job tag
     depth : output FIFO depth (>= 2)
 
@@ -37,20 +43,27 @@ class RowStreamer(wiring.Component):
     """
 
     def __init__(
-        self, *, row_shape: object, addr_bits: int, tag_shape: object, depth: int = 4
+        self,
+        *,
+        row_shape: object,
+        addr_bits: int,
+        count_bits: int,
+        tag_shape: object,
+        depth: int = 4,
     ) -> None:
         self._row_shape = row_shape
-        self._addr_bits = operator.index(addr_bits)
+        self._addr_bits = check_int("addr_bits", addr_bits, 1, 32)
+        self._count_bits = check_int("count_bits", count_bits, 1, 32)
         self._tag_shape = tag_shape
-        self._depth = operator.index(depth)
-        if self._depth < 2:
-            raise ValueError(f"depth must be at least 2, not {depth!r}")
+        self._depth = check_int("depth", depth, 2, 1 << 16)
         self._row_layout = data.StructLayout({"data": row_shape, "tag": tag_shape, "last": 1})
         super().__init__(
             {
                 "job": In(
                     stream.Signature(
-                        data.StructLayout({"start": self._addr_bits, "count": 16, "tag": tag_shape})
+                        data.StructLayout(
+                            {"start": self._addr_bits, "count": self._count_bits, "tag": tag_shape}
+                        )
                     )
                 ),
                 "rows": Out(stream.Signature(self._row_layout)),
@@ -68,8 +81,8 @@ class RowStreamer(wiring.Component):
 
         active = Signal()
         start = Signal(self._addr_bits)
-        index = Signal(16)
-        count = Signal(16)
+        index = Signal(self._count_bits)
+        count = Signal(self._count_bits)
         tag = Signal(self._tag_shape)
         in_flight = Signal()
         in_flight_last = Signal()

@@ -38,9 +38,9 @@ to N-1 cycles, OS steps enter unskewed), i.e. N - 1 cycles more than a WS -> WS 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Sequence
 
+from .checks import check_positive
 from .config import Dataflow
 
 __all__ = [
@@ -56,13 +56,6 @@ __all__ = [
 ]
 
 
-def _positive(name: str, value: int) -> int:
-    v = operator.index(value)
-    if v < 1:
-        raise ValueError(f"{name} must be at least 1, not {value!r}")
-    return v
-
-
 @dataclasses.dataclass(frozen=True)
 class WsTile:
     """Weight-stationary tile: ``k`` weight rows (``k <= N``) and ``m`` streamed input rows."""
@@ -72,8 +65,8 @@ class WsTile:
     mode: Dataflow = dataclasses.field(default=Dataflow.WS, init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "k", _positive("k", self.k))
-        object.__setattr__(self, "m", _positive("m", self.m))
+        object.__setattr__(self, "k", check_positive("k", self.k))
+        object.__setattr__(self, "m", check_positive("m", self.m))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +77,7 @@ class OsTile:
     mode: Dataflow = dataclasses.field(default=Dataflow.OS, init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "k", _positive("k", self.k))
+        object.__setattr__(self, "k", check_positive("k", self.k))
 
 
 Tile = WsTile | OsTile
@@ -106,7 +99,7 @@ class TileTiming:
 
 def latency(n: int) -> int:
     """Cycles from accepting a WS input row (or an OS tile's last step) to its output row."""
-    return 2 * _positive("n", n) + 1
+    return 2 * check_positive("n", n) + 1
 
 
 def ws_cycles(n: int, k: int, m: int, tiles: int = 1) -> int:
@@ -117,7 +110,7 @@ def ws_cycles(n: int, k: int, m: int, tiles: int = 1) -> int:
 
 def os_cycles(n: int, k: int, tiles: int = 1) -> int:
     """Closed form: ``tiles`` back-to-back OS tiles of K reduction steps."""
-    _positive("k", k)
+    check_positive("k", k)
     return k + (tiles - 1) * max(k, n) + latency(n)
 
 

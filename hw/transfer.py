@@ -19,15 +19,29 @@ from .dma import (
     dma_read_row_layout,
     dma_write_row_layout,
 )
-from .isa import Buffer, Opcode
-from .isa_layout import insn_layout
-from .streamer import RowStreamer
+from .isa import Buffer, Engine, Opcode, field_bits, field_max
+from .isa_layout import insn_layout, token_members
+from .streamer import RowStreamer, row_address_bits
 
 __all__ = ["LoadEngine", "StoreEngine"]
 
 
-def _row_bits(rows: int) -> int:
-    return max(rows - 1, 1).bit_length()
+def _transfer_members(engine: Engine, opcode: Opcode) -> dict[str, wiring.Member]:
+    """Members LOAD and STORE share: instructions, tokens, the DMA's command and completion
+    streams, and the status and counter strobes."""
+    return {
+        "insn": In(stream.Signature(insn_layout(opcode))),
+        **token_members(engine),
+        "dma_cmd": Out(stream.Signature(dma_command_layout())),
+        "dma_done": In(stream.Signature(dma_error_layout())),
+        "retire": Out(1),
+        "busy": Out(1),
+        "wait_token": Out(1),
+        "wait_bus": Out(1),
+        "range_error": Out(1),
+        "dma_error": Out(dma_error_layout()),
+        "bytes": Out(range(field_max(opcode, "row_bytes") + 1)),
+    }
 
 
 class LoadEngine(wiring.Component):
@@ -36,8 +50,7 @@ class LoadEngine(wiring.Component):
     Members
     -------
     insn : In(stream)       LOAD instruction words in program order
-    c2l_ready : In          COMPUTE->LOAD token counter non-zero
-    pop_c2l, push_l2c : Out token strobes
+    has_next, pop_next, push_next : the COMPUTE-side token ports (:func:`token_members`)
     dma_cmd, dma_row, dma_done : the DMA reader's command, row and completion streams
     in_wr_*, w_wr_* : Out   write ports of the input and weight buffers
     retire, busy, wait_token, wait_bus, range_error : Out
@@ -46,28 +59,15 @@ class LoadEngine(wiring.Component):
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
         self._cfg = cfg
-        n = cfg.n
         super().__init__(
             {
-                "insn": In(stream.Signature(insn_layout(Opcode.LOAD))),
-                "c2l_ready": In(1),
-                "pop_c2l": Out(1),
-                "push_l2c": Out(1),
-                "dma_cmd": Out(stream.Signature(dma_command_layout())),
-                "dma_row": In(stream.Signature(dma_read_row_layout(n))),
-                "dma_done": In(stream.Signature(dma_error_layout())),
-                "in_wr_addr": Out(_row_bits(cfg.input_rows)),
+                **_transfer_members(Engine.LOAD, Opcode.LOAD),
+                "dma_row": In(stream.Signature(dma_read_row_layout(cfg.input_row_bytes))),
+                "in_wr_addr": Out(row_address_bits(cfg.input_rows)),
                 "in_wr_en": Out(1),
-                "w_wr_addr": Out(_row_bits(cfg.weight_rows)),
+                "w_wr_addr": Out(row_address_bits(cfg.weight_rows)),
                 "w_wr_en": Out(1),
-                "wr_data": Out(8 * n),
-                "retire": Out(1),
-                "busy": Out(1),
-                "wait_token": Out(1),
-                "wait_bus": Out(1),
-                "range_error": Out(1),
-                "dma_error": Out(dma_error_layout()),
-                "bytes": Out(12),
+                "wr_data": Out(8 * cfg.input_row_bytes),
             }
         )
 
@@ -76,12 +76,12 @@ class LoadEngine(wiring.Component):
         cfg = self._cfg
         insn = self.insn.payload
         buffer = Signal()
-        base = Signal(20)
-        index = Signal(16)
+        base = Signal.like(insn.sram_row)
+        index = Signal.like(insn.rows)
         push = Signal()
         cmd = Signal(dma_command_layout())
 
-        tokens_ok = ~insn.pop_next | self.c2l_ready
+        tokens_ok = ~insn.pop_next | self.has_next
         limit = Signal(range(max(cfg.input_rows, cfg.weight_rows) + 1))
         m.d.comb += limit.eq(Mux(insn.buffer == Buffer.WEIGHT, cfg.weight_rows, cfg.input_rows))
         in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= limit)
@@ -95,7 +95,7 @@ class LoadEngine(wiring.Component):
                 take = self.insn.valid & tokens_ok
                 m.d.comb += [
                     self.insn.ready.eq(tokens_ok),
-                    self.pop_c2l.eq(take & insn.pop_next),
+                    self.pop_next.eq(take & insn.pop_next),
                     self.wait_token.eq(self.insn.valid & ~tokens_ok),
                 ]
                 with m.If(take):
@@ -116,7 +116,7 @@ class LoadEngine(wiring.Component):
                         m.d.comb += [
                             self.range_error.eq(1),
                             self.retire.eq(1),
-                            self.push_l2c.eq(insn.push_next),
+                            self.push_next.eq(insn.push_next),
                         ]
             with m.State("Issue"):
                 m.d.comb += [self.dma_cmd.valid.eq(1), self.wait_bus.eq(~self.dma_cmd.ready)]
@@ -139,7 +139,7 @@ class LoadEngine(wiring.Component):
                     m.d.comb += [
                         self.dma_error.eq(self.dma_done.payload),
                         self.retire.eq(1),
-                        self.push_l2c.eq(push),
+                        self.push_next.eq(push),
                     ]
                     m.next = "Idle"
         m.d.comb += [
@@ -156,8 +156,7 @@ class StoreEngine(wiring.Component):
     Members
     -------
     insn : In(stream)        STORE instruction words in program order
-    c2s_ready : In           COMPUTE->STORE token counter non-zero
-    pop_c2s, push_s2c : Out  token strobes
+    has_prev, pop_prev, push_prev : the COMPUTE-side token ports (:func:`token_members`)
     dma_cmd, dma_row, dma_done : the DMA writer's command, row and completion streams
     out_rd_* : the output buffer's store-side read port
     retire, busy, wait_token, wait_bus, range_error : Out
@@ -166,28 +165,15 @@ class StoreEngine(wiring.Component):
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
         self._cfg = cfg
-        n = cfg.n
-        self._out_row = data.ArrayLayout(signed(cfg.array.acc_bits), n)
-        self._addr_bits = _row_bits(cfg.output_rows)
+        self._out_row = data.ArrayLayout(signed(cfg.array.acc_bits), cfg.n)
+        self._addr_bits = row_address_bits(cfg.output_rows)
         super().__init__(
             {
-                "insn": In(stream.Signature(insn_layout(Opcode.STORE))),
-                "c2s_ready": In(1),
-                "pop_c2s": Out(1),
-                "push_s2c": Out(1),
-                "dma_cmd": Out(stream.Signature(dma_command_layout())),
-                "dma_row": Out(stream.Signature(dma_write_row_layout(4 * n))),
-                "dma_done": In(stream.Signature(dma_error_layout())),
+                **_transfer_members(Engine.STORE, Opcode.STORE),
+                "dma_row": Out(stream.Signature(dma_write_row_layout(cfg.output_row_bytes))),
                 "out_rd_addr": Out(self._addr_bits),
                 "out_rd_en": Out(1),
                 "out_rd_data": In(self._out_row),
-                "retire": Out(1),
-                "busy": Out(1),
-                "wait_token": Out(1),
-                "wait_bus": Out(1),
-                "range_error": Out(1),
-                "dma_error": Out(dma_error_layout()),
-                "bytes": Out(12),
             }
         )
 
@@ -195,7 +181,10 @@ class StoreEngine(wiring.Component):
         m = Module()
         cfg = self._cfg
         m.submodules.rows = rows = RowStreamer(
-            row_shape=self._out_row, addr_bits=self._addr_bits, tag_shape=unsigned(1)
+            row_shape=self._out_row,
+            addr_bits=self._addr_bits,
+            count_bits=field_bits(Opcode.STORE, "rows"),
+            tag_shape=unsigned(1),
         )
         insn = self.insn.payload
         push = Signal()
@@ -204,7 +193,7 @@ class StoreEngine(wiring.Component):
         job_sent = Signal()
         job = Signal(rows.job.payload.shape())
 
-        tokens_ok = ~insn.pop_prev | self.c2s_ready
+        tokens_ok = ~insn.pop_prev | self.has_prev
         in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= cfg.output_rows)
         m.d.comb += [
             self.dma_cmd.payload.eq(cmd),
@@ -223,7 +212,7 @@ class StoreEngine(wiring.Component):
                 take = self.insn.valid & tokens_ok
                 m.d.comb += [
                     self.insn.ready.eq(tokens_ok),
-                    self.pop_c2s.eq(take & insn.pop_prev),
+                    self.pop_prev.eq(take & insn.pop_prev),
                     self.wait_token.eq(self.insn.valid & ~tokens_ok),
                 ]
                 with m.If(take):
@@ -244,7 +233,7 @@ class StoreEngine(wiring.Component):
                         m.d.comb += [
                             self.range_error.eq(1),
                             self.retire.eq(1),
-                            self.push_s2c.eq(insn.push_prev),
+                            self.push_prev.eq(insn.push_prev),
                         ]
             with m.State("Run"):
                 # The command and the row reads start together; the DMA consumes every row
@@ -267,7 +256,7 @@ class StoreEngine(wiring.Component):
                     m.d.comb += [
                         self.dma_error.eq(self.dma_done.payload),
                         self.retire.eq(1),
-                        self.push_s2c.eq(push),
+                        self.push_prev.eq(push),
                     ]
                     m.next = "Idle"
         m.d.comb += self.busy.eq(self.insn.valid | busy | rows.busy)

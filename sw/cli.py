@@ -12,20 +12,18 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .errors import CliError
+
 __all__ = ["main"]
 
 # sub-command -> module that defines `add_parser(subparsers)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
     "generate": "cdm_qta.hw.generate",
     "demo": "cdm_qta.sw.demo",
-    "bench": "cdm_qta.tb.bench",
+    "bench": "cdm_qta.sw.bench",
     "trace": "cdm_qta.sw.trace",
     "gemm": "cdm_qta.sw.gemm_cmd",
 }
-
-
-class CliError(Exception):
-    """A user error: printed as one line and turned into exit status 2, without a traceback."""
 
 
 def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -47,7 +47,6 @@ program.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -58,44 +57,41 @@ from cdm_qta.hw.isa import (
     Buffer,
     Compute,
     Fence,
-    IllegalInstruction,
     Instruction,
     Load,
+    Opcode,
     Store,
-    decode,
+    field_max,
 )
 
-from .cycle_model import ENGINES, DeadlockError, Prediction, engine_of, predict
+from .cycle_model import Prediction, predict
+from .dependencies import assign_tokens, verify_program
 from .dram import DramError, GemmLayout
 
 #: Most loads of one kind that may run ahead of the computes using them (< TOKEN_MAX).
 RUNAHEAD = 64
+assert RUNAHEAD < TOKEN_MAX
 
 __all__ = [
-    "DeadlockError",
     "GemmProgram",
-    "ProgramError",
-    "ProgramReport",
     "ShapeError",
     "Tiling",
-    "assign_tokens",
     "choose_dataflow",
     "compile_gemm",
-    "footprint",
     "plan_tiling",
-    "verify_program",
 ]
 
-#: Widest LOAD/STORE ``rows`` and COMPUTE ``m``/``k`` the 16-bit ISA fields can carry.
-_FIELD16 = (1 << 16) - 1
+#: Longest block of rows one instruction can carry: LOAD/STORE ``rows``, COMPUTE ``m`` and ``k``.
+_MAX_ROWS = min(
+    field_max(Opcode.LOAD, "rows"),
+    field_max(Opcode.STORE, "rows"),
+    field_max(Opcode.COMPUTE, "m"),
+    field_max(Opcode.COMPUTE, "k"),
+)
 
 
 class ShapeError(ValueError):
     """A GEMM this accelerator configuration cannot run; raised before any instruction exists."""
-
-
-class ProgramError(ValueError):
-    """An instruction stream whose tokens are unbalanced, can deadlock or leave a data race."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +133,12 @@ def plan_tiling(cfg: AcceleratorConfig, m: int, k: int, n: int, dataflow: Datafl
         target = min(m, big_n, out_half, in_half)
         nc = min(nt, out_half // target)
         kc = min(kt, in_half // target)
-        mb = min(m, _FIELD16, out_half // nc, in_half // kc)
+        mb = min(m, _MAX_ROWS, out_half // nc, in_half // kc)
     else:
         if w_rows < 2:
             raise ShapeError(f"OS needs at least 2 weight-buffer rows, not {w_rows}")
         mb = min(m, big_n, out_half)
-        kl = min(k, in_half, w_rows // 2, _FIELD16)
+        kl = min(k, in_half, w_rows // 2, _MAX_ROWS)
         kt = -(-k // kl)
         nc = min(nt, out_half // mb)
         kc = min(kt, in_half // kl)
@@ -168,25 +164,39 @@ class GemmProgram:
     """A compiled GEMM: the instruction stream plus where its operands live in DRAM.
 
     Run it by loading ``layout.image(a, b)``, executing ``instructions`` and unpacking
-    ``layout.c_bytes`` bytes read from ``layout.c_base`` with ``layout.unpack_c``.
+    ``layout.c_bytes`` bytes read from ``layout.c_base`` with ``layout.unpack_c``. The GEMM's
+    shape, dataflow and transposes are the layout's.
     """
 
     cfg: AcceleratorConfig
-    m: int
-    k: int
-    n: int
-    dataflow: Dataflow
-    trans_a: bool
-    trans_b: bool
     tiling: Tiling
     layout: GemmLayout
     instructions: tuple[Instruction, ...]
     prediction: Prediction
 
     @property
-    def words(self) -> list[int]:
-        """The 128-bit instruction words, in dispatch order."""
-        return [insn.encode() for insn in self.instructions]
+    def m(self) -> int:
+        return self.layout.m
+
+    @property
+    def k(self) -> int:
+        return self.layout.k
+
+    @property
+    def n(self) -> int:
+        return self.layout.n
+
+    @property
+    def dataflow(self) -> Dataflow:
+        return self.layout.dataflow
+
+    @property
+    def trans_a(self) -> bool:
+        return self.layout.trans_a
+
+    @property
+    def trans_b(self) -> bool:
+        return self.layout.trans_b
 
     @property
     def macs(self) -> int:
@@ -281,257 +291,12 @@ def _emit_sequential(
                                 Store(
                                     sram_row=out_row,
                                     rows=rows,
-                                    row_bytes=4 * cols,
+                                    row_bytes=cfg.ACC_BYTES * cols,
                                     dram_addr=lay.c_row_addr(jt * m + i0),
                                     stride=lay.c_stride,
                                 )
                             )
     return out
-
-
-# -- dependency analysis -------------------------------------------------------------------------
-
-_SPACES = ("input", "weight", "output")
-
-
-def footprint(cfg: AcceleratorConfig, insn: Instruction) -> list[tuple[str, int, int, bool]]:
-    """SRAM rows an instruction touches: ``(buffer, first row, end row, writes)``.
-
-    A COMPUTE's output rows count as written even without ``accumulate``, and rows are clipped
-    to the buffer so that illegal instructions can still be analysed.
-    """
-    sizes = {"input": cfg.input_rows, "weight": cfg.weight_rows, "output": cfg.output_rows}
-
-    def span(space: str, lo: int, count: int, write: bool) -> tuple[str, int, int, bool]:
-        return (space, min(lo, sizes[space]), min(lo + count, sizes[space]), write)
-
-    if isinstance(insn, Load):
-        return [
-            span(
-                "input" if insn.buffer == Buffer.INPUT else "weight", insn.sram_row, insn.rows, True
-            )
-        ]
-    if isinstance(insn, Store):
-        return [span("output", insn.sram_row, insn.rows, False)]
-    if isinstance(insn, Compute):
-        a_count = insn.m if insn.dataflow == Dataflow.WS else insn.k
-        return [
-            span("input", insn.a_row, a_count, False),
-            span("weight", insn.b_row, insn.k, False),
-            span("output", insn.out_row, insn.m, True),
-        ]
-    return []
-
-
-class _Rows:
-    """Per SRAM row: the last writer and, per engine, the last reader since that write."""
-
-    def __init__(self, cfg: AcceleratorConfig) -> None:
-        sizes = {"input": cfg.input_rows, "weight": cfg.weight_rows, "output": cfg.output_rows}
-        self.w_eng = {s: np.full(sizes[s], -1, dtype=np.int8) for s in _SPACES}
-        self.w_loc = {s: np.full(sizes[s], -1, dtype=np.int64) for s in _SPACES}
-        self.r_loc = {s: np.full((3, sizes[s]), -1, dtype=np.int64) for s in _SPACES}
-
-    def conflicts(self, eng: int, fp: list[tuple[str, int, int, bool]]) -> list[int]:
-        """Engine-local index of the latest conflicting access in each other engine (-1: none)."""
-        dep = [-1, -1, -1]
-        for space, lo, hi, write in fp:
-            if hi <= lo:
-                continue
-            we, wl = self.w_eng[space][lo:hi], self.w_loc[space][lo:hi]
-            for p in range(3):
-                if p == eng:
-                    continue
-                mask = we == p
-                if mask.any():
-                    dep[p] = max(dep[p], int(wl[mask].max()))
-                if write:
-                    dep[p] = max(dep[p], int(self.r_loc[space][p, lo:hi].max()))
-        return dep
-
-    def update(self, eng: int, loc: int, fp: list[tuple[str, int, int, bool]]) -> None:
-        for space, lo, hi, write in fp:
-            if hi <= lo:
-                continue
-            if write:
-                self.w_eng[space][lo:hi] = eng
-                self.w_loc[space][lo:hi] = loc
-                self.r_loc[space][:, lo:hi] = -1
-            else:
-                self.r_loc[space][eng, lo:hi] = loc
-
-
-def _flag_names(producer: int, consumer: int) -> tuple[str, str]:
-    """(producer's push flag, consumer's pop flag) for a token producer -> consumer."""
-    if producer < consumer:
-        return "push_next", "pop_prev"
-    return "push_prev", "pop_next"
-
-
-def assign_tokens(cfg: AcceleratorConfig, body: Sequence[Instruction]) -> list[Instruction]:
-    """Add the tokens that make a sequential ``body`` (no FENCE) safe to run concurrently.
-
-    Existing token flags are discarded. :class:`ProgramError` if two instructions of LOAD and
-    STORE conflict directly (the ISA has no token between them).
-    """
-    rows = _Rows(cfg)
-    flags: list[dict[str, bool]] = [{} for _ in body]
-    by_engine: list[list[int]] = [[], [], []]
-    vc_end: list[list[tuple[int, int, int]]] = [[], [], []]
-    for idx, insn in enumerate(body):
-        eng = engine_of(insn)
-        if eng is None:
-            raise ProgramError(f"instruction {idx} ({insn}) has no engine; compile the body only")
-        loc = len(by_engine[eng])
-        fp = footprint(cfg, insn)
-        dep = rows.conflicts(eng, fp)
-        vc = list(vc_end[eng][-1]) if loc else [0, 0, 0]
-        for p in range(3):
-            if p == eng or dep[p] < 0 or vc[p] > dep[p]:
-                continue  # no conflict, or already ordered by program order and earlier tokens
-            if abs(p - eng) != 1:
-                raise ProgramError(
-                    f"{ENGINES[eng]} instruction {idx} conflicts with {ENGINES[p]} instruction "
-                    f"{by_engine[p][dep[p]]}, but there is no token between those engines"
-                )
-            push, pop = _flag_names(p, eng)
-            flags[by_engine[p][dep[p]]][push] = True
-            flags[idx][pop] = True
-            vc = [max(a, b) for a, b in zip(vc, vc_end[p][dep[p]], strict=True)]
-        vc[eng] = loc + 1
-        by_engine[eng].append(idx)
-        vc_end[eng].append((vc[0], vc[1], vc[2]))
-        rows.update(eng, loc, fp)
-    cleared = dict.fromkeys(("pop_prev", "pop_next", "push_prev", "push_next"), False)
-    return [dataclasses.replace(x, **{**cleared, **f}) for x, f in zip(body, flags, strict=True)]
-
-
-@dataclasses.dataclass(frozen=True)
-class ProgramReport:
-    """What :func:`verify_program` established about a stream.
-
-    ``tokens``: pushes per direction (``"load->compute"`` ...). ``max_outstanding``: the most
-    tokens a direction's counter can hold under any engine speeds: the counter width the
-    hardware needs for this program.
-    """
-
-    instructions: int
-    tokens: dict[str, int]
-    max_outstanding: dict[str, int]
-
-
-def _legal_flags(insn: Instruction, eng: int | None) -> bool:
-    if eng is None:
-        return not (insn.pop_prev or insn.pop_next or insn.push_prev or insn.push_next)
-    if eng == 0 and (insn.pop_prev or insn.push_prev):
-        return False
-    return not (eng == 2 and (insn.pop_next or insn.push_next))
-
-
-def verify_program(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> ProgramReport:
-    """Check a stream is balanced, deadlock-free and race-free under any engine speeds.
-
-    * every word decodes and carries only token flags legal for its engine;
-    * per direction, pushes and pops are equally many, and the j-th pop's matching push (the
-      j-th) comes earlier in the list: with an in-order dispatcher nothing can then wait on an
-      instruction that has not been dispatched, whatever the queue depth, so no deadlock;
-    * every pair of instructions of different engines touching the same SRAM row, one of them
-      writing, is ordered by program order and tokens (vector clocks), so no data race;
-    * the program ends with a FENCE.
-
-    Raises :class:`ProgramError` naming the first violation.
-    """
-    insns: list[Instruction] = []
-    for i, item in enumerate(program):
-        try:
-            insns.append(item if isinstance(item, Instruction) else decode(int(item)))
-        except IllegalInstruction as exc:
-            raise ProgramError(f"instruction {i}: {exc}") from None
-    if not insns or not isinstance(insns[-1], Fence):
-        raise ProgramError("a program must end with a FENCE")
-    dirs = [(0, 1), (1, 0), (1, 2), (2, 1)]
-    pushes: dict[tuple[int, int], list[int]] = {d: [] for d in dirs}  # producer list index
-    push_loc: dict[tuple[int, int], list[int]] = {d: [] for d in dirs}
-    pops_seen = dict.fromkeys(dirs, 0)
-    pop_locs: dict[tuple[int, int], list[int]] = {d: [] for d in dirs}  # consumer-local index
-    rows = _Rows(cfg)
-    vc_end: list[list[tuple[int, int, int]]] = [[], [], []]
-    vc_start_of: list[tuple[int, int, int]] = []
-    fence_vc = (0, 0, 0)
-    for idx, insn in enumerate(insns):
-        eng = engine_of(insn)
-        if not _legal_flags(insn, eng):
-            raise ProgramError(f"instruction {idx} ({insn}): token flags illegal for its engine")
-        if eng is None:  # FENCE: everything before it is ordered before everything after
-            fence_vc = (len(vc_end[0]), len(vc_end[1]), len(vc_end[2]))
-            vc_start_of.append(fence_vc)
-            continue
-        loc = len(vc_end[eng])
-        vc = list(vc_end[eng][-1]) if loc else [0, 0, 0]
-        vc = [max(a, b) for a, b in zip(vc, fence_vc, strict=True)]
-        for p, flag in ((eng - 1, insn.pop_prev), (eng + 1, insn.pop_next)):
-            if not flag:
-                continue
-            d = (p, eng)
-            j = pops_seen[d]
-            if j >= len(pushes[d]):
-                raise ProgramError(
-                    f"instruction {idx} ({insn}) pops token #{j + 1} {ENGINES[p]}->"
-                    f"{ENGINES[eng]} before any matching push appears in the list"
-                )
-            pops_seen[d] += 1
-            pop_locs[d].append(loc)
-            vc = [max(a, b) for a, b in zip(vc, vc_end[p][push_loc[d][j]], strict=True)]
-        fp = footprint(cfg, insn)
-        for space, lo, hi, write in fp:
-            if hi <= lo:
-                continue
-            we, wl = rows.w_eng[space][lo:hi], rows.w_loc[space][lo:hi]
-            for p in range(3):
-                if p == eng:
-                    continue
-                mask = we == p
-                latest = int(wl[mask].max()) if mask.any() else -1
-                if write:
-                    latest = max(latest, int(rows.r_loc[space][p, lo:hi].max()))
-                if latest >= vc[p]:
-                    raise ProgramError(
-                        f"data race on the {space} buffer: instruction {idx} ({insn}) is not "
-                        f"ordered after {ENGINES[p]} instruction #{latest} touching rows "
-                        f"{lo}..{hi - 1}"
-                    )
-        vc[eng] = loc + 1
-        vc_start_of.append((vc[0], vc[1], vc[2]))
-        vc_end[eng].append((vc[0], vc[1], vc[2]))
-        rows.update(eng, loc, fp)
-        for p, flag in ((eng - 1, insn.push_prev), (eng + 1, insn.push_next)):
-            if flag:
-                pushes[(eng, p)].append(idx)
-                push_loc[(eng, p)].append(loc)
-    tokens: dict[str, int] = {}
-    outstanding: dict[str, int] = {}
-    for d in dirs:
-        name = f"{ENGINES[d[0]]}->{ENGINES[d[1]]}"
-        if len(pushes[d]) != pops_seen[d]:
-            raise ProgramError(
-                f"unbalanced tokens {name}: {len(pushes[d])} pushes but {pops_seen[d]} pops "
-                f"(a leftover token would corrupt the next program)"
-            )
-        tokens[name] = len(pushes[d])
-        # Before the j-th push the consumer has surely taken only the pops ordered before it.
-        worst = 0
-        locs = np.asarray(pop_locs[d], dtype=np.int64)
-        for j, pidx in enumerate(pushes[d], start=1):
-            known = vc_start_of[pidx][d[1]]  # consumer instructions ordered before the push
-            taken = int(np.searchsorted(locs, known, side="left"))
-            worst = max(worst, j - taken)
-        outstanding[name] = worst
-        if worst > TOKEN_MAX:
-            raise ProgramError(
-                f"{worst} {name} tokens can be outstanding at once; the hardware counts at "
-                f"most {TOKEN_MAX}"
-            )
-    return ProgramReport(instructions=len(insns), tokens=tokens, max_outstanding=outstanding)
 
 
 # -- compilation ---------------------------------------------------------------------------------
@@ -584,12 +349,6 @@ def compile_gemm(
     verify_program(cfg, insns)
     return GemmProgram(
         cfg=cfg,
-        m=m,
-        k=k,
-        n=n,
-        dataflow=dataflow,
-        trans_a=bool(trans_a),
-        trans_b=bool(trans_b),
         tiling=tiling,
         layout=layout,
         instructions=insns,

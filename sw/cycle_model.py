@@ -30,40 +30,26 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from cdm_qta.hw import isa
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
-from cdm_qta.hw.isa import Compute, Fence, IllegalInstruction, Instruction, Load, Store, decode
+from cdm_qta.hw.isa import Compute, Engine, Fence, Instruction, Load, Store
+from cdm_qta.hw.regs import COUNTERS
 from cdm_qta.hw.timing import OsTile, WsTile, schedule
 
 __all__ = [
     "DMA_SETUP_CYCLES",
-    "ENGINES",
     "DeadlockError",
     "Prediction",
     "dma_cycles",
-    "engine_of",
     "predict",
 ]
 
 #: Fixed cost of one DMA instruction (command issue and the first address phase).
 DMA_SETUP_CYCLES = 2
 
-#: Engine names in pipeline order: LOAD's "next" is COMPUTE, COMPUTE's "next" is STORE.
-ENGINES: tuple[str, str, str] = ("load", "compute", "store")
-
 
 class DeadlockError(RuntimeError):
     """No engine can make progress: some pop waits for a push that can never happen."""
-
-
-def engine_of(insn: Instruction) -> int | None:
-    """Engine index (0 load, 1 compute, 2 store) of an instruction; ``None`` for FENCE."""
-    if isinstance(insn, Load):
-        return 0
-    if isinstance(insn, Compute):
-        return 1
-    if isinstance(insn, Store):
-        return 2
-    return None
 
 
 def dma_cycles(cfg: AcceleratorConfig, rows: int, row_bytes: int) -> int:
@@ -73,17 +59,35 @@ def dma_cycles(cfg: AcceleratorConfig, rows: int, row_bytes: int) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
-    """Result of :func:`predict`. Cycle numbers count from 0; ``cycles`` is the total."""
+    """Result of :func:`predict`. Cycle numbers count from 0; ``cycles`` is the total.
 
-    cycles: int
-    macs: int
+    ``counters`` has every name of :data:`cdm_qta.hw.regs.COUNTERS`, predicted as the hardware
+    would count it; ``None`` where this model does not predict it (time an engine waits for the
+    bus or the array).
+    """
+
+    counters: dict[str, int | None]
     array_n: int
-    busy: dict[str, int]
-    stall: dict[str, int]
-    dma_read_bytes: int
-    dma_write_bytes: int
     start: tuple[int, ...]  #: per instruction: cycle it starts (FENCE: when it retires)
     done: tuple[int, ...]  #: per instruction: cycle its effects are complete (tokens pushed)
+
+    @property
+    def cycles(self) -> int:
+        return int(self.counters["cycles"] or 0)
+
+    @property
+    def macs(self) -> int:
+        return int(self.counters["macs"] or 0)
+
+    @property
+    def busy(self) -> dict[str, int]:
+        """Cycles each engine is busy, by engine label."""
+        return {e.label: int(self.counters[f"{e.label}_busy"] or 0) for e in Engine}
+
+    @property
+    def wait_token(self) -> dict[str, int]:
+        """Cycles each engine's next instruction waits for a dependency token."""
+        return {e.label: int(self.counters[f"{e.label}_wait_token"] or 0) for e in Engine}
 
     @property
     def utilization(self) -> float:
@@ -101,8 +105,8 @@ class Prediction:
             "macs": self.macs,
             "utilization": round(self.utilization, 4),
             "compute_busy": round(self.compute_busy, 4),
-            "busy": dict(self.busy),
-            "stall": dict(self.stall),
+            "busy": self.busy,
+            "wait_token": self.wait_token,
         }
 
 
@@ -113,28 +117,6 @@ def _tile(insn: Compute, n: int) -> WsTile | OsTile | None:
     if insn.dataflow == Dataflow.WS:
         return WsTile(insn.k, insn.m) if insn.k <= n else None
     return OsTile(insn.k) if insn.m <= n else None
-
-
-# Token directions, (producer engine, consumer engine).
-_DIRS = ((0, 1), (1, 0), (1, 2), (2, 1))
-
-
-def _pops(insn: Instruction, eng: int) -> list[tuple[int, int]]:
-    out = []
-    if insn.pop_prev and eng > 0:
-        out.append((eng - 1, eng))
-    if insn.pop_next and eng < 2:
-        out.append((eng + 1, eng))
-    return out
-
-
-def _pushes(insn: Instruction, eng: int) -> list[tuple[int, int]]:
-    out = []
-    if insn.push_prev and eng > 0:
-        out.append((eng, eng - 1))
-    if insn.push_next and eng < 2:
-        out.append((eng, eng + 1))
-    return out
 
 
 def predict(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> Prediction:
@@ -150,8 +132,8 @@ def predict(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> Pre
             insns.append(item)
         else:
             try:
-                insns.append(decode(int(item)))
-            except IllegalInstruction:
+                insns.append(isa.decode(int(item)))
+            except isa.IllegalInstruction:
                 insns.append(None)
 
     # Back-to-back array timing of the legal compute tiles, in compute program order.
@@ -174,77 +156,72 @@ def predict(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> Pre
 
     start = [0] * len(insns)
     done = [0] * len(insns)
-    busy = dict.fromkeys(ENGINES, 0)
-    stall = dict.fromkeys(ENGINES, 0)
-    macs = rd = wr = 0
+    busy = dict.fromkeys(Engine, 0)
+    wait_token = dict.fromkeys(Engine, 0)
+    macs = rd = wr = retired = 0
     barrier = 0
     seg: list[int] = []
 
     def run_segment(indices: list[int], t0: int) -> int:
-        nonlocal macs, rd, wr
-        queues: list[list[int]] = [[], [], []]
+        nonlocal macs, rd, wr, retired
+        queues: dict[Engine, list[int]] = {e: [] for e in Engine}
         for i in indices:
             x = insns[i]
-            eng = engine_of(x) if x is not None else None
+            eng = isa.engine_of(x) if x is not None else None
             if eng is None:
                 start[i] = done[i] = t0
             else:
                 queues[eng].append(i)
-        heads = [0, 0, 0]
-        free = [t0, t0, t0]  # LOAD/STORE: engine idle; COMPUTE: end of last accept span
+        heads = dict.fromkeys(Engine, 0)
+        free = dict.fromkeys(Engine, t0)  # LOAD/STORE: engine idle; COMPUTE: end of accepts
         stream_end: int | None = None
-        pushed: dict[tuple[int, int], list[int]] = {d: [] for d in _DIRS}
-        popped = dict.fromkeys(_DIRS, 0)
+        pushed: dict[isa.TokenQueue, list[int]] = {q: [] for q in isa.TOKEN_QUEUES}
+        popped = dict.fromkeys(isa.TOKEN_QUEUES, 0)
         end = t0
-        while any(heads[e] < len(queues[e]) for e in range(3)):
+        while any(heads[e] < len(queues[e]) for e in Engine):
             progressed = False
-            for eng in range(3):
+            for eng in Engine:
                 while heads[eng] < len(queues[eng]):
                     i = queues[eng][heads[eng]]
                     x = insns[i]
                     assert x is not None
-                    pops = _pops(x, eng)
-                    if any(popped[d] >= len(pushed[d]) for d in pops):
+                    wanted = isa.pops(x)
+                    if any(popped[q] >= len(pushed[q]) for q in wanted):
                         break
                     ready = t0
-                    for d in pops:
-                        ready = max(ready, pushed[d][popped[d]])
-                        popped[d] += 1
+                    for q in wanted:
+                        ready = max(ready, pushed[q][popped[q]])
+                        popped[q] += 1
+                    s = max(ready, free[eng])
                     if isinstance(x, Compute):
-                        tile_ok = i in occ
-                        if not tile_ok:
-                            s = max(ready, free[1])
+                        if i not in occ:  # an illegal shape: skipped in one cycle
                             e = d_ = s + 1
                         else:
                             prev = stream_end if stream_end is not None else -(10**18)
-                            s = max(ready, free[1])
                             e = max(prev + occ[i], ready + alone[i])
                             d_ = e + drain[i]
                             stream_end = e
                             macs += x.m * x.k * x.c
-                        stall["compute"] += max(0, ready - free[1])
-                        busy["compute"] += e - s
-                        free[1] = e
                     else:
                         assert isinstance(x, Load | Store)
-                        s = max(ready, free[eng])
                         d_ = e = s + dma_cycles(cfg, x.rows, x.row_bytes)
-                        stall[ENGINES[eng]] += max(0, ready - free[eng])
-                        busy[ENGINES[eng]] += e - s
-                        free[eng] = e
                         if isinstance(x, Load):
                             rd += x.rows * x.row_bytes
                         else:
                             wr += x.rows * x.row_bytes
+                    wait_token[eng] += max(0, ready - free[eng])
+                    busy[eng] += e - s
+                    free[eng] = e
                     start[i], done[i] = s, d_
                     end = max(end, d_)
-                    for d in _pushes(x, eng):
-                        pushed[d].append(d_)
+                    for q in isa.pushes(x):
+                        pushed[q].append(d_)
                     heads[eng] += 1
+                    retired += 1
                     progressed = True
             if not progressed:
                 waiting = {
-                    ENGINES[e]: queues[e][heads[e]] for e in range(3) if heads[e] < len(queues[e])
+                    e.label: queues[e][heads[e]] for e in Engine if heads[e] < len(queues[e])
                 }
                 raise DeadlockError(
                     f"no engine can proceed; engine -> blocked instruction index: {waiting}"
@@ -252,6 +229,8 @@ def predict(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> Pre
         return end
 
     for i, x in enumerate(insns):
+        if x is None or isinstance(x, Fence):
+            retired += 1  # the dispatcher retires FENCEs and drops undecodable words itself
         if isinstance(x, Fence):
             barrier = run_segment(seg, barrier)
             seg = []
@@ -259,14 +238,15 @@ def predict(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> Pre
         else:
             seg.append(i)
     barrier = run_segment(seg, barrier)
-    return Prediction(
+    counters: dict[str, int | None] = dict.fromkeys(COUNTERS)
+    counters.update(
         cycles=barrier,
         macs=macs,
-        array_n=n,
-        busy=busy,
-        stall=stall,
+        insns_retired=retired,
         dma_read_bytes=rd,
         dma_write_bytes=wr,
-        start=tuple(start),
-        done=tuple(done),
     )
+    for e in Engine:
+        counters[f"{e.label}_busy"] = busy[e]
+        counters[f"{e.label}_wait_token"] = wait_token[e]
+    return Prediction(counters=counters, array_n=n, start=tuple(start), done=tuple(done))

@@ -145,7 +145,7 @@ class GemmLayout:
             a_stride = round_up(m_block, w)
             a_rows = -(-m // m_block) * k
         b_stride = round_up(min(n, big_n), w)
-        c_stride = round_up(4 * min(n, big_n), w)
+        c_stride = round_up(cfg.ACC_BYTES * min(n, big_n), w)
         a_base = cfg.dram_base
         b_base = round_up(a_base + a_rows * a_stride, align)
         c_base = round_up(b_base + nt * k * b_stride, align)

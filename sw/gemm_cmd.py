@@ -8,11 +8,8 @@ Exit status: 0 bit-exact and no error bits, 1 otherwise, 2 bad arguments or shap
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +18,13 @@ from numpy.typing import NDArray
 
 from cdm_qta.golden.gemm import gemm, rand_int
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
+from cdm_qta.hw.files import write_atomic
 
+from .backends import BACKENDS, make_backend
 from .compiler import GemmProgram, ShapeError, choose_dataflow, compile_gemm
-from .runtime import Backend, GoldenBackend, execute
+from .runtime import execute
 
-__all__ = ["add_parser", "load_npz", "make_backend", "make_config", "run", "save_npz"]
-
-_RTL_MODULE = "cdm_qta.sw.rtl_backend"
+__all__ = ["add_parser", "load_npz", "make_config", "run", "save_npz"]
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="auto",
         help="auto: fewer predicted cycles (default)",
     )
-    parser.add_argument("--backend", choices=["golden", "verilator", "icarus"], default="golden")
+    parser.add_argument("--backend", choices=BACKENDS, default="golden")
     src = parser.add_mutually_exclusive_group()
     src.add_argument("--seed", type=int, default=0, help="random int8 operands (default 0)")
     src.add_argument("--npz", type=Path, help="read int8 arrays 'a' and 'b' from this file")
@@ -68,22 +65,6 @@ def make_config(array_n: int, sram_rows: int | None = None) -> AcceleratorConfig
     if sram_rows is None and array_n == 64:
         return AcceleratorConfig()
     return AcceleratorConfig.small(array_n, rows=256 if sram_rows is None else sram_rows)
-
-
-def make_backend(name: str, cfg: AcceleratorConfig) -> Backend:
-    """``golden`` here; ``verilator``/``icarus`` from the RTL module, imported only when asked."""
-    if name == "golden":
-        return GoldenBackend(cfg)
-    try:
-        module = importlib.import_module(_RTL_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (_RTL_MODULE, None):
-            raise  # the RTL module exists but one of *its* dependencies is missing: say which
-        raise RuntimeError(
-            f"the {name} back end needs {_RTL_MODULE} (the RTL runtime), which is not "
-            f"installed in this checkout; use --backend golden"
-        ) from None
-    return module.RtlBackend(name, cfg)
 
 
 def load_npz(path: Path, trans_a: bool, trans_b: bool) -> tuple[NDArray[np.int8], ...]:
@@ -123,15 +104,7 @@ def save_npz(path: Path, c: NDArray[np.int32]) -> None:
     """Write ``c`` atomically: a reader never sees a half-written file."""
     buf = io.BytesIO()
     np.savez(buf, c=c.astype(np.int32))
-    path = path.resolve()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path.resolve(), buf.getvalue())
 
 
 def _operands(args: argparse.Namespace) -> tuple[NDArray[np.int8], NDArray[np.int8]]:
@@ -195,11 +168,11 @@ def run(args: argparse.Namespace) -> int:
         "seed": None if args.npz is not None else args.seed,
         "bit_exact": bit_exact,
         "cycles": stats.cycles,
-        "cycles_source": stats.cycles_source,
+        "timing": stats.timing,
         "macs": stats.macs,
         "utilization": stats.utilization(cfg.n),
-        "busy": stats.busy,
-        "stall": stats.stall,
+        "engines": stats.engines,
+        "counters": stats.counters,
         "insns": len(program.instructions),
         "insns_retired": stats.insns_retired,
         "dma_read_bytes": stats.dma_read_bytes,
@@ -225,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _table(r: dict[str, Any]) -> str:
     util = r["utilization"]
-    label = f" ({r['cycles_source']})" if r["cycles"] is not None else ""
+    label = f" ({r['timing']})" if r["cycles"] is not None else ""
     shape = (
         f"{r['m']}x{r['k']}x{r['n']}"
         + (" A^T" if r["trans_a"] else "")
@@ -240,10 +213,12 @@ def _table(r: dict[str, Any]) -> str:
         f"insns       {r['insns_retired']} retired of {r['insns']}",
         f"dma bytes   {r['dma_read_bytes']} read, {r['dma_write_bytes']} written",
         "predicted   " + ", ".join(f"{k}: {v}" for k, v in r["predicted_cycles"].items()),
-        "engine      busy      stall",
+        "engine      busy      wait_token  wait_bus/array",
     ]
-    for eng in r["busy"]:
-        lines.append(f"  {eng:<9} {r['busy'][eng]!s:<9} {r['stall'][eng]!s}")
+    for eng, c in r["engines"].items():
+        io_wait = c.get("wait_bus", c.get("wait_array"))
+        cells = ["-" if v is None else str(v) for v in (c["busy"], c["wait_token"], io_wait)]
+        lines.append(f"  {eng:<9} {cells[0]:<9} {cells[1]:<11} {cells[2]}")
     lines.append(f"errors      {r['errors'] or 'none'}")
     if "saved" in r:
         lines.append(f"saved       {r['saved']}")

@@ -39,15 +39,17 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cdm_qta.hw.checks import check_positive
+from cdm_qta.hw.files import replacing
+
+from .errors import CliError
 from .unet_configs import MODELS, UNetSpec, get_model
 
 __all__ = ["MODES", "Trace", "TraceGemm", "add_parser", "run", "trace_step"]
@@ -195,25 +197,14 @@ class Trace:
         path = Path(path)
         if not path.parent.is_dir():
             raise FileNotFoundError(f"output folder {path.parent} does not exist")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(self.header()) + "\n")
-                for g in self.gemms:
-                    f.write(json.dumps({"record": "gemm", **asdict(g), "macs": g.macs}) + "\n")
-            Path(tmp).replace(path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with replacing(path) as tmp, tmp.open("w") as f:
+            f.write(json.dumps(self.header()) + "\n")
+            for g in self.gemms:
+                f.write(json.dumps({"record": "gemm", **asdict(g), "macs": g.macs}) + "\n")
 
 
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:5.1f} %" if whole else "  -  %"
-
-
-def _positive(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return value
 
 
 _GEMM_NODES = {
@@ -544,9 +535,9 @@ def trace_step(
     spec = get_model(model)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    batch = _positive("batch", batch)
-    rank = _positive("rank", rank)
-    resolution = spec.resolution if resolution is None else _positive("resolution", resolution)
+    batch = check_positive("batch", batch)
+    rank = check_positive("rank", rank)
+    resolution = spec.resolution if resolution is None else check_positive("resolution", resolution)
     if resolution % spec.resolution_step:
         raise ValueError(
             f"resolution {resolution} px is not a multiple of {spec.resolution_step} px "
@@ -622,8 +613,6 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trace, write ``--out`` atomically, print ``--summary``."""
-    from .cli import CliError
-
     if args.out is None and not args.summary:
         raise CliError("nothing to do: give --out FILE.jsonl and/or --summary")
     get_model(args.model)

@@ -17,7 +17,7 @@ from cdm_qta.hw.config import AcceleratorConfig
 from cdm_qta.hw.isa import Instruction
 from cdm_qta.hw.regs import COUNTERS, ERRORS, MAGIC, Reg, counter_address
 
-from .array_tb import CLOCK_NS
+from .stimulus import start_clock
 
 __all__ = ["AccelTB", "BusFault"]
 
@@ -48,14 +48,13 @@ class AccelTB:
         self.faults: list[tuple[int, int]] = []  # [start, end) byte ranges answering SLVERR
 
     async def start(self) -> None:
-        from cocotb.clock import Clock
         from cocotb.triggers import ClockCycles, Timer
         from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
         dut = self.dut
         dut.rst.value = 1
         await Timer(1, unit="ns")
-        Clock(dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+        start_clock(dut)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil_"), dut.clk, dut.rst)
         self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi_"), dut.clk, dut.rst, size=self.ram_size)
         # cocotbext-axi logs every transaction at INFO: far too much for long programs.
@@ -169,11 +168,13 @@ class AccelTB:
             out[name] = lo | hi << 32
         return out
 
-    async def run(self, program: Sequence[Instruction | int]) -> tuple[set[str], dict[str, int]]:
+    async def run(
+        self, program: Sequence[Instruction | int], *, max_cycles: int = 2_000_000
+    ) -> tuple[set[str], dict[str, int]]:
         """Clear errors and counters, run a program to the end, return (errors, counters)."""
         await self.clear()
         await self.push(program)
-        errors = await self.wait_idle()
+        errors = await self.wait_idle(max_cycles=max_cycles)
         return errors, await self.counters()
 
     # -- DRAM back door ---------------------------------------------------------------------

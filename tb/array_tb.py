@@ -10,7 +10,6 @@ cycle every beat was accepted and every output row left, and checks the results 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -21,9 +20,9 @@ from cdm_qta.hw.config import ArrayConfig, Dataflow
 from cdm_qta.hw.layouts import beat_layout, output_layout
 from cdm_qta.hw.timing import OsTile, TileTiming, WsTile, schedule
 
-__all__ = ["ArrayTB", "OsOp", "RunResult", "WsOp", "random_op"]
+from .stimulus import start_clock
 
-CLOCK_NS = 10
+__all__ = ["ArrayTB", "OsOp", "RunResult", "WsOp", "random_op"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +159,6 @@ class ArrayTB:
             raise AssertionError(f"a__payload is {got} bits, config {self.cfg} expects {want}")
 
     async def start(self) -> None:
-        from cocotb.clock import Clock
         from cocotb.triggers import Timer
 
         # Inputs are defined before the first clock edge: an X latched into a weight bank would
@@ -169,7 +167,7 @@ class ArrayTB:
             getattr(self.dut, name).value = 0
         self.dut.rst.value = 1
         await Timer(1, unit="ns")
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+        start_clock(self.dut)
         await self.reset()
 
     async def reset(self, cycles: int = 2) -> None:
@@ -365,13 +363,3 @@ class ArrayTB:
                 raise AssertionError(f"{name} accept cycles {got[:12]}... != model {want[:12]}...")
         if got_out != sorted(want_out):
             raise AssertionError(f"output cycles {got_out[:12]}... != model {want_out[:12]}...")
-
-
-def bubbles(rng: np.random.Generator, probability: float = 0.3) -> Iterator[bool]:
-    """An endless, seeded pause pattern: True (hold valid low) with the given probability."""
-    return (
-        bool(x)
-        for x in itertools.chain.from_iterable(
-            rng.random(1024) < probability for _ in itertools.count()
-        )
-    )

@@ -20,10 +20,7 @@ word  register
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from pathlib import Path
-from typing import Any, ClassVar
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -31,6 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from cdm_qta.hw.axi import AxiJoin, axi4_lite_signature, axi4_signature
 from cdm_qta.hw.axil import AxiLiteRegisterPort
+from cdm_qta.hw.config import EnvConfig
 from cdm_qta.hw.dma import (
     DmaReader,
     DmaWriter,
@@ -49,7 +47,7 @@ MAPPED_WORDS = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class DmaTopConfig:
+class DmaTopConfig(EnvConfig):
     """One test configuration: bus and row widths, DRAM window and bursts in flight."""
 
     data_bytes: int
@@ -58,26 +56,9 @@ class DmaTopConfig:
     dram_size: int = 0xC000
     max_outstanding: int = 8
 
-    ENV_VAR: ClassVar[str] = "CDM_QTA_DMA_CONFIG"
-
     @property
     def module_name(self) -> str:
         return f"cdm_qta_dma_top_w{self.data_bytes}_r{self.row_width}_o{self.max_outstanding}"
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DmaTopConfig:
-        fields: dict[str, Any] = json.loads(text)
-        return cls(**fields)
-
-    @classmethod
-    def from_env(cls) -> DmaTopConfig:
-        text = os.environ.get(cls.ENV_VAR)
-        if text is None:
-            raise RuntimeError(f"{cls.ENV_VAR} is not set: run this test through pytest")
-        return cls.from_json(text)
 
     def __str__(self) -> str:
         return f"w{self.data_bytes}r{self.row_width}"
@@ -178,13 +159,12 @@ class DmaTop(wiring.Component):
 
 def generate_dma_top(cfg: DmaTopConfig, out_dir: Path) -> Path:
     """Write the test top's Verilog (and its config beside it); return the ``.v`` path."""
-    from amaranth.back import verilog
+    from cdm_qta.hw.generate import emit
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    top = DmaTop(cfg)
-    text = verilog.convert(top, name=cfg.module_name, emit_src=False)
-    path = out_dir / f"{cfg.module_name}.v"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    (out_dir / f"{cfg.module_name}.json").write_text(cfg.to_json() + "\n")
-    return path
+    def convert() -> str:
+        from amaranth.back import verilog
+
+        return verilog.convert(DmaTop(cfg), name=cfg.module_name, emit_src=False)
+
+    desc = {"config": cfg.to_dict()}
+    return emit(out_dir, cfg.module_name, desc, convert, extra_sources=[Path(__file__)])

@@ -7,26 +7,37 @@ measured in ``shared/notes/toolchain.md`` in one place, for pytest, nox and ``qt
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
 
 __all__ = [
     "AXI_WARNINGS",
     "MIN_VERILATOR",
+    "SIMULATORS",
     "SimulatorMissing",
-    "build_and_test",
+    "TestRun",
+    "build",
     "build_root",
     "prepare_verilator",
-    "require_simulator",
-    "run_regression",
+    "read_results",
+    "run_tests",
     "seed_from_env",
     "simulator_available",
 ]
+
+#: The simulators every design is verified on.
+SIMULATORS: tuple[str, ...] = ("verilator", "icarus")
 
 #: cocotb 2.x needs Verilator 5.036 or newer.
 MIN_VERILATOR = (5, 36)
@@ -118,56 +129,106 @@ def simulator_available(sim: str) -> tuple[bool, str]:
     return False, f"unknown simulator {sim!r} (use 'verilator' or 'icarus')"
 
 
-def build_and_test(
+def _runner(sim: str) -> Any:
+    from cocotb_tools.runner import get_runner
+
+    if sim == "verilator":
+        prepare_verilator()
+    return get_runner(sim)
+
+
+def build(
     *,
     sim: str,
     sources: Sequence[Path],
+    toplevel: str,
+    build_dir: Path,
+    waves: bool = False,
+    log_file: Path | None = None,
+) -> float:
+    """Build ``sources`` for ``sim`` into ``build_dir`` (reused: only changes rebuild).
+
+    Builds of one folder are serialised with a file lock, so parallel test workers that need
+    the same design wait for one build instead of corrupting it. Returns the wall seconds.
+    """
+    build_dir = Path(build_dir).resolve()  # the simulator runs in build_dir: no relative paths
+    build_dir.mkdir(parents=True, exist_ok=True)
+    runner = _runner(sim)
+    build_args = list(VERILATOR_BUILD_ARGS if sim == "verilator" else ICARUS_BUILD_ARGS)
+    start = time.perf_counter()
+    with (build_dir / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner.build(
+            sources=[str(s) for s in sources],
+            hdl_toplevel=toplevel,
+            build_dir=str(build_dir),
+            build_args=build_args,
+            timescale=("1ns", "1ps"),
+            waves=waves,
+            log_file=log_file,
+        )
+    return time.perf_counter() - start
+
+
+@dataclasses.dataclass(frozen=True)
+class TestRun:
+    """The outcome of one simulator run of a cocotb test module."""
+
+    tests: int
+    failed: int
+    skipped: tuple[str, ...]  #: ``name: reason`` of every cocotb test that was skipped
+    exit_code: int
+    results: Path
+    log_file: Path | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Ran at least one test, none failed, and the simulator exited cleanly."""
+        return self.tests > 0 and self.failed == 0 and self.exit_code == 0
+
+    def describe(self) -> str:
+        where = f"; log {self.log_file}" if self.log_file else f"; results {self.results}"
+        return (
+            f"{self.tests} tests, {self.failed} failed, {len(self.skipped)} skipped, "
+            f"simulator exit status {self.exit_code}{where}"
+        )
+
+
+def run_tests(
+    *,
+    sim: str,
     toplevel: str,
     test_module: str,
     build_dir: Path,
     extra_env: Mapping[str, str] | None = None,
     testcase: str | Sequence[str] | None = None,
+    exclude: Sequence[str] = (),
     seed: int | None = None,
     waves: bool = False,
-    timings: dict[str, float] | None = None,
     log_file: Path | None = None,
-) -> tuple[int, int]:
-    """Build ``sources`` for ``sim`` (reusing ``build_dir``) and run a cocotb test module.
+) -> TestRun:
+    """Run a cocotb test module on the design built in ``build_dir``; never raises for a
+    failing simulation: the caller reads :class:`TestRun` (tests, failures, skips, exit code).
 
-    Returns ``(tests, failures)`` read from the results file: cocotb's runner does not raise on
-    a failing test outside pytest, so callers must look at the counts. ``timings``, if given,
-    receives the wall seconds of the build (``build_s``) and of the simulation (``test_s``).
-    ``log_file`` sends the build's and the simulator's output there instead of the terminal.
+    A simulator that crashes, exits non-zero or writes no results is a failure even if the
+    results file it left looks clean; cocotb's runner reports these by ``SystemExit``.
+    ``exclude`` names cocotb tests not to run (when ``testcase`` does not choose them).
     """
-    import time
-
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
-    if sim == "verilator":
-        prepare_verilator()
-    build_dir = Path(build_dir).resolve()  # the simulator runs in build_dir: no relative paths
-    runner = get_runner(sim)
-    build_args: list[str] = (
-        list(VERILATOR_BUILD_ARGS) if sim == "verilator" else list(ICARUS_BUILD_ARGS)
-    )
-    start = time.perf_counter()
-    runner.build(
-        sources=[str(s) for s in sources],
-        hdl_toplevel=toplevel,
-        build_dir=str(build_dir),
-        build_args=build_args,
-        timescale=("1ns", "1ps"),
-        waves=waves,
-        log_file=log_file,
-    )
+    build_dir = Path(build_dir).resolve()
+    runner = _runner(sim)
     env = {
         # cocotb's own DeprecationWarnings are errors; only cocotbext-axi's known ones are not.
         "PYTHONWARNINGS": "error::DeprecationWarning",
         **(extra_env or {}),
     }
-    built = time.perf_counter()
-    results = Path(build_dir) / "results.xml"
+    results = build_dir / f"results-{os.getpid()}-{threading.get_ident()}-{time.time_ns()}.xml"
+    test_filter = None
+    if exclude and not testcase:
+        names = "|".join(re.escape(name) for name in exclude)
+        test_filter = rf"^(?!.*\.(?:{names})$)"
+    start = time.perf_counter()
+    exit_code = 0
     try:
         runner.test(
             test_module=test_module,
@@ -178,21 +239,47 @@ def build_and_test(
             results_xml=str(results),
             extra_env=env,
             testcase=testcase,
+            test_filter=test_filter,
             seed=seed,
             waves=waves,
             log_file=log_file,
         )
-    except SystemExit:
-        pass  # under pytest the runner exits on failures; the results file says which
-    if timings is not None:
-        timings["build_s"] = built - start
-        timings["test_s"] = time.perf_counter() - built
-    return get_results(results)
+    except SystemExit as exc:  # the runner's way of reporting failures and simulator crashes
+        exit_code = exc.code if isinstance(exc.code, int) else 1
+    seconds = time.perf_counter() - start
+    try:
+        tests, failed, skipped = read_results(results)
+    except (OSError, RuntimeError, ElementTree.ParseError):
+        tests, failed, skipped = 0, 0, ()
+        exit_code = exit_code or 1
+    else:
+        results.unlink(missing_ok=True)
+    return TestRun(tests, failed, skipped, exit_code, results, log_file, seconds)
+
+
+def read_results(path: Path) -> tuple[int, int, tuple[str, ...]]:
+    """``(tests, failures, skipped)`` of a cocotb JUnit results file.
+
+    cocotb marks a test that called ``pytest.skip`` (or raised ``SkipTest``) as skipped with a
+    message; those are returned as ``"name: reason"`` so the caller can surface them.
+    """
+    root = ElementTree.parse(path).getroot()
+    tests = failed = 0
+    skipped: list[str] = []
+    for case in root.iter("testcase"):
+        tests += 1
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+        skip = case.find("skipped")
+        if skip is not None:
+            reason = skip.get("message") or (skip.text or "").strip() or "no reason given"
+            skipped.append(f"{case.get('name')}: {reason}")
+    return tests, failed, tuple(skipped)
 
 
 def build_root() -> Path:
     """Where generated Verilog and simulator builds go (``$CDM_QTA_BUILD``, default build/)."""
-    return Path(os.environ.get("CDM_QTA_BUILD", Path(__file__).resolve().parent.parent / "build"))
+    return Path(os.environ.get("CDM_QTA_BUILD", Path.cwd() / "build")).resolve()
 
 
 def seed_from_env() -> int:
@@ -200,52 +287,3 @@ def seed_from_env() -> int:
     import numpy as np
 
     return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
-
-
-def require_simulator(sim: str) -> None:
-    """Skip the calling test, with the reason, if ``sim`` is missing; fail instead in CI."""
-    import pytest
-
-    ok, why = simulator_available(sim)
-    if not ok:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{sim} is required in CI: {why}")
-        pytest.skip(why)
-
-
-def run_regression(
-    *,
-    sim: str,
-    source: Callable[[Path], Path],
-    toplevel: str,
-    test_module: str,
-    extra_env: Mapping[str, str],
-    testcase: str | Sequence[str] | None = None,
-    label: str = "",
-) -> None:
-    """The pytest half of every testbench: build ``source`` for ``sim`` and run its cocotb tests.
-
-    A missing simulator is a visible skip on a developer machine and a failure in CI
-    (``CI=true``). The seed is printed so that ``CDM_QTA_SEED`` reproduces a failure;
-    ``TESTCASE`` selects cocotb tests and ``WAVES=1`` dumps waveforms.
-    """
-    require_simulator(sim)
-    root = build_root()
-    verilog = source(root / "gen")
-    seed = seed_from_env()
-    print(f"{sim} {label or toplevel}: seed {seed} (rerun with CDM_QTA_SEED={seed})")
-    tests, failed = build_and_test(
-        sim=sim,
-        sources=[verilog],
-        toplevel=toplevel,
-        test_module=test_module,
-        build_dir=root / "sim" / sim / toplevel,
-        extra_env=extra_env,
-        testcase=testcase or os.environ.get("TESTCASE") or None,
-        seed=seed,
-        waves=os.environ.get("WAVES") == "1",
-    )
-    assert tests > 0, "no cocotb test ran"
-    assert failed == 0, (
-        f"{failed} of {tests} cocotb tests failed under {sim} at {label} (seed {seed})"
-    )

@@ -33,7 +33,7 @@ def test_scale_and_range_follow_eq2(q: int) -> None:
 
 @pytest.mark.parametrize("q", BAD_BITS)
 def test_bad_bit_widths_are_rejected(q: object) -> None:
-    with pytest.raises(ValueError, match="q must be an integer from 2 to 16"):
+    with pytest.raises(ValueError, match=r"q must be (between 2 and 16|an integer), not "):
         quantize(np.ones(3), q=q)  # type: ignore[arg-type]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdm_qta.hw.config import ArrayConfig, Dataflow
+from cdm_qta.hw.config import CONFIG_ENV, AcceleratorConfig, ArrayConfig, Dataflow
 
 
 def test_defaults_are_the_papers() -> None:
@@ -40,3 +40,26 @@ def test_unknown_fields_rejected() -> None:
 
 def test_dataflow_is_one_bit_int_enum() -> None:
     assert [int(d) for d in Dataflow] == [0, 1]
+
+
+@pytest.mark.parametrize(("operand_bits", "acc_bits"), [(8, 24), (4, 32), (16, 48), (8, 64)])
+def test_the_accelerator_refuses_widths_it_does_not_build(operand_bits: int, acc_bits: int) -> None:
+    """DRAM rows are INT8 bytes and INT32 words: any other format is refused, by name."""
+    array = ArrayConfig(n=4, operand_bits=operand_bits, acc_bits=acc_bits)
+    with pytest.raises(ValueError, match=rf"operand_bits=8 and acc_bits=32 only .*{acc_bits}"):
+        AcceleratorConfig(array=array)
+    cfg = AcceleratorConfig.small(4)
+    assert (cfg.input_row_bytes, cfg.output_row_bytes) == (4, 16)
+
+
+def test_configurations_travel_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    accel = AcceleratorConfig.small(5, dram_size=1 << 16)
+    for key, value in accel.to_env().items():
+        monkeypatch.setenv(key, value)
+    assert AcceleratorConfig.from_env() == accel
+    with pytest.raises(RuntimeError, match="holds a AcceleratorConfig, not a ArrayConfig"):
+        ArrayConfig.from_env()
+    monkeypatch.delenv(CONFIG_ENV)
+    with pytest.raises(RuntimeError, match=f"{CONFIG_ENV} is not set"):
+        ArrayConfig.from_env()
+    assert AcceleratorConfig.from_json(accel.to_json()) == accel

@@ -12,8 +12,11 @@ import pytest
 from cdm_qta.hw.isa import (
     FIELDS,
     INSN_BITS,
+    TOKEN_FLAGS,
+    TOKEN_QUEUES,
     Buffer,
     Compute,
+    Engine,
     Fence,
     IllegalInstruction,
     Instruction,
@@ -22,8 +25,15 @@ from cdm_qta.hw.isa import (
     Store,
     decode,
     disassemble,
+    engine_of,
+    field_bits,
+    field_max,
+    legal_flags,
     load_program,
+    pops,
+    pushes,
     save_program,
+    token_queue,
 )
 
 CLASSES: dict[Opcode, type[Instruction]] = {
@@ -140,3 +150,46 @@ def test_load_program_rejects_other_files(tmp_path: Path) -> None:
     path.write_text(json.dumps({"format": "something-else", "words": []}))
     with pytest.raises(IllegalInstruction, match="not a cdm-qta program"):
         load_program(path)
+
+
+def test_engines_and_token_queues_are_the_isas() -> None:
+    assert [e.label for e in Engine] == ["load", "compute", "store"]
+    assert Engine.LOAD.prev is None and Engine.STORE.next is None
+    assert [q.name for q in TOKEN_QUEUES] == ["l2c", "c2l", "c2s", "s2c"]
+    assert [str(q) for q in TOKEN_QUEUES] == [
+        "load->compute",
+        "compute->load",
+        "compute->store",
+        "store->compute",
+    ]
+    l2c = token_queue(Engine.LOAD, Engine.COMPUTE)
+    assert (l2c.push_flag, l2c.pop_flag) == ("push_next", "pop_prev")
+    with pytest.raises(ValueError, match="no token queue between LOAD and STORE"):
+        token_queue(Engine.LOAD, Engine.STORE)
+
+
+def test_legal_flags_pops_and_pushes() -> None:
+    assert legal_flags(Opcode.LOAD) == {"pop_next", "push_next"}
+    assert legal_flags(Opcode.COMPUTE) == set(TOKEN_FLAGS)
+    assert legal_flags(Opcode.STORE) == {"pop_prev", "push_prev"}
+    assert legal_flags(Opcode.FENCE) == set()
+    every = dict.fromkeys(TOKEN_FLAGS, True)
+    assert Load(**every).illegal_flags == {"pop_prev", "push_prev"}
+    assert [str(q) for q in pops(Load(**every))] == ["compute->load"]
+    assert [str(q) for q in pushes(Store(**every))] == ["store->compute"]
+    assert [str(q) for q in pops(Compute(**every))] == ["load->compute", "store->compute"]
+    assert pops(Fence()) == () and engine_of(Fence()) is None
+    assert Fence(push_next=True).illegal_flags == {"push_next"}
+
+
+def test_the_dma_command_carries_the_isa_fields() -> None:
+    """The DMA's command layout is built from the LOAD/STORE fields: no width typed twice."""
+    from amaranth.hdl import Shape
+
+    from cdm_qta.hw.dma import dma_command_layout
+
+    layout = dma_command_layout()
+    for name in ("dram_addr", "stride", "rows", "row_bytes"):
+        assert Shape.cast(layout[name].shape).width == field_bits(Opcode.LOAD, name)
+        assert field_bits(Opcode.LOAD, name) == field_bits(Opcode.STORE, name)
+    assert field_max(Opcode.COMPUTE, "k") == (1 << field_bits(Opcode.COMPUTE, "k")) - 1

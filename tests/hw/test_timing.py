@@ -67,9 +67,9 @@ def test_os_to_ws_has_no_turnaround() -> None:
 
 
 def test_bad_tiles_are_rejected() -> None:
-    with pytest.raises(ValueError, match="k must be at least 1"):
+    with pytest.raises(ValueError, match="k must be a positive integer, not 0"):
         WsTile(0, 3)
-    with pytest.raises(ValueError, match="m must be at least 1"):
+    with pytest.raises(ValueError, match="m must be a positive integer, not 0"):
         WsTile(3, 0)
     with pytest.raises(ValueError, match="weight rows"):
         schedule([WsTile(9, 3)], 8)

@@ -24,3 +24,12 @@ def test_generate_rejects_bad_size(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["generate", "--n", "0", "--out", str(tmp_path)]) == 2
     assert "n must be between 1 and 256, not 0" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "nothing may be written for a bad configuration"
+
+
+def test_generate_refuses_an_accelerator_it_cannot_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    argv = ["generate", "--top", "accelerator", "--n", "4", "--acc-bits", "24", "--out"]
+    assert main([*argv, str(tmp_path)]) == 2
+    assert "operand_bits=8 and acc_bits=32 only" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -10,16 +10,9 @@ import pytest
 from cdm_qta.golden.gemm import max_safe_reduction
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
 from cdm_qta.hw.isa import Buffer, Compute, Fence, Instruction, Load, Store
-from cdm_qta.sw.compiler import (
-    GemmProgram,
-    ProgramError,
-    ShapeError,
-    assign_tokens,
-    choose_dataflow,
-    compile_gemm,
-    verify_program,
-)
+from cdm_qta.sw.compiler import GemmProgram, ShapeError, choose_dataflow, compile_gemm
 from cdm_qta.sw.cycle_model import DeadlockError, predict
+from cdm_qta.sw.dependencies import ProgramError, assign_tokens, verify_program
 
 CONFIGS = {
     "n2": AcceleratorConfig.small(2),
@@ -212,7 +205,7 @@ def test_assign_tokens_orders_a_hand_written_program() -> None:
         Load(buffer=Buffer.INPUT, rows=2, row_bytes=4),
         Load(buffer=Buffer.WEIGHT, rows=4, row_bytes=4),
         Compute(k=4, m=2, c=4),
-        Store(rows=2, row_bytes=16),
+        Store(rows=2, row_bytes=16, dram_addr=0x100, stride=16),  # DRAM apart from the loads
         Load(buffer=Buffer.INPUT, rows=2, row_bytes=4),  # overwrites what the compute read
         Compute(k=4, m=2, c=4),  # overwrites what the store read
     ]

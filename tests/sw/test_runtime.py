@@ -12,16 +12,11 @@ from numpy.typing import NDArray
 from cdm_qta.golden.gemm import gemm, rand_int
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
 from cdm_qta.hw.isa import Buffer, Compute, Fence, Instruction, Load, Store
+from cdm_qta.sw.backend import Backend, RunStats
 from cdm_qta.sw.compiler import compile_gemm
 from cdm_qta.sw.dram import DramImage
-from cdm_qta.sw.runtime import (
-    Backend,
-    DeadlockError,
-    GoldenBackend,
-    RunStats,
-    execute,
-    run_gemm,
-)
+from cdm_qta.sw.golden_backend import DeadlockError, GoldenBackend
+from cdm_qta.sw.runtime import execute, run_gemm
 
 CONFIGS = {
     "n2": AcceleratorConfig.small(2),
@@ -198,7 +193,7 @@ def test_load_compute_store_semantics() -> None:
     assert be.read(160, 5) == ref[0].astype("<i4").tobytes()[:5]
     assert be.read(165, 3) == b"\0\0\0"
     assert stats.dma_read_bytes == 6 + 6 + 6 and stats.dma_write_bytes == 16 + 5
-    assert stats.cycles_source == "model" and stats.cycles is not None
+    assert stats.timing == "model" and stats.cycles is not None
 
 
 def test_backend_interface() -> None:
@@ -237,5 +232,7 @@ def test_run_gemm_stats_on_the_paper_config() -> None:
     c, stats = run_gemm(GoldenBackend(cfg), cfg, a, b, "auto", True, False)
     np.testing.assert_array_equal(c, ref)
     assert stats.cycles and 0 < stats.utilization(64)  # type: ignore[operator]
-    assert set(stats.busy) == {"load", "compute", "store"}
+    assert stats.engines["load"].keys() == {"busy", "wait_token", "wait_bus"}
+    assert stats.engines["compute"].keys() == {"busy", "wait_token", "wait_array"}
+    assert stats.engines["store"].keys() == {"busy", "wait_token", "wait_bus"}
     assert stats.dma_write_bytes == 200 * 70 * 4

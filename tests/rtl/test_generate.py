@@ -12,10 +12,10 @@ from cdm_qta.hw.config import ArrayConfig
 @pytest.mark.sim
 @pytest.mark.parametrize("n", [1, 3, 8])
 def test_verilator_lint_is_clean(n: int, tmp_path: Path) -> None:
-    from cdm_qta.hw.generate import generate
+    from regression import require_simulator
 
-    from .lint import lint
-    from .toolchain import require_simulator
+    from cdm_qta.hw.generate import generate
+    from cdm_qta.tb.lint import lint
 
     require_simulator("verilator")
     result = lint(generate(ArrayConfig(n=n), tmp_path))

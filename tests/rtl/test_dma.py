@@ -14,16 +14,17 @@ import collections
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from regression import run_regression
 
 from cdm_qta.hw.dma import CMD_TO_ADDR, dma_command_layout, dma_error_layout
-from cdm_qta.tb.array_tb import CLOCK_NS
-
-from .dma_top import AXIL_ADDR_BITS, ID_MAGIC, DmaTopConfig
+from cdm_qta.tb.dma_top import AXIL_ADDR_BITS, ID_MAGIC, DmaTopConfig
+from cdm_qta.tb.stimulus import pauses, start_clock
+from cdm_qta.tb.targets import SimTarget, Top
 
 try:  # the cocotb half only exists inside a simulator
     import cocotb
@@ -129,16 +130,6 @@ class FaultyRam(AxiRam if cocotb is not None else object):  # type: ignore[misc]
         return any(address < end and start < address + length for start, end in self.faults)
 
 
-def pauses(rng: np.random.Generator, probability: float) -> Iterator[bool]:
-    """An endless, seeded pause pattern: True (stall this cycle) with the given probability."""
-    return (
-        bool(x)
-        for x in itertools.chain.from_iterable(
-            rng.random(1024) < probability for _ in itertools.count()
-        )
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # The testbench.
 
@@ -184,7 +175,6 @@ class DmaTB:
         The cocotbext-axi models are created while reset is already high: one that sees reset
         rise cancels its coroutines with the deprecated ``task.kill()``.
         """
-        from cocotb.clock import Clock
 
         dut = self.dut
         dut.rst.value = 1
@@ -222,7 +212,7 @@ class DmaTB:
         for model in (self.ram.read_if, self.ram.write_if, self.axil.read_if, self.axil.write_if):
             model.log.setLevel(logging.WARNING)  # one INFO line per burst otherwise
         self.ram.write(0, self.model.tobytes())
-        Clock(dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+        start_clock(dut)
         for _ in range(3):
             await RisingEdge(dut.clk)
         dut.rst.value = 0
@@ -741,26 +731,11 @@ CONFIGS = [
 ]
 
 
-def run_dma_regression(sim: str, cfg: DmaTopConfig, testcase: list[str] | None = None) -> None:
-    from .dma_top import generate_dma_top
-    from .toolchain import AXI_WARNINGS, run_regression
-
-    run_regression(
-        sim=sim,
-        source=lambda out: generate_dma_top(cfg, out),
-        toplevel=cfg.module_name,
-        test_module="cdm_qta.tb.test_dma",
-        extra_env={DmaTopConfig.ENV_VAR: cfg.to_json(), "PYTHONWARNINGS": AXI_WARNINGS},
-        testcase=testcase,
-        label=str(cfg),
-    )
-
-
 @pytest.mark.sim
 @pytest.mark.parametrize("cfg", CONFIGS, ids=str)
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_dma(sim: str, cfg: DmaTopConfig) -> None:
-    run_dma_regression(sim, cfg)
+    run_regression(SimTarget(sim, Top.DMA, cfg), __name__)
 
 
 # ---------------------------------------------------------------------------------------------

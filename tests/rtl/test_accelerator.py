@@ -8,7 +8,6 @@ usable.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -22,16 +21,17 @@ try:
 except ImportError:  # pragma: no cover
     cocotb = None
 
-from cdm_qta.sw.runtime import GoldenBackend
+from regression import run_regression
 
-from .accel_jobs import CONFIG_ENV
-from .accel_tb import AccelTB
+from cdm_qta.sw.golden_backend import GoldenBackend
+from cdm_qta.tb.accel_tb import AccelTB
+from cdm_qta.tb.targets import SimTarget, Top
 
 TIMEOUT_MS = 50
 
 
 def _setup(dut: object) -> tuple[AcceleratorConfig, np.random.Generator]:
-    cfg = AcceleratorConfig.from_json(os.environ[CONFIG_ENV])
+    cfg = AcceleratorConfig.from_env()
     seed = cocotb.RANDOM_SEED
     dut._log.info(f"config {cfg.to_json()}, test seed {seed}")
     return cfg, np.random.default_rng(seed)
@@ -439,22 +439,6 @@ if cocotb is not None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_accel_regression(sim: str, cfg: AcceleratorConfig, testcase: str | None = None) -> None:
-    from cdm_qta.hw.generate import generate_accelerator
-
-    from .toolchain import AXI_WARNINGS, run_regression
-
-    run_regression(
-        sim=sim,
-        source=lambda out: generate_accelerator(cfg, out),
-        toplevel=cfg.module_name,
-        test_module="cdm_qta.tb.test_accelerator",
-        extra_env={CONFIG_ENV: cfg.to_json(), "PYTHONWARNINGS": AXI_WARNINGS},
-        testcase=testcase,
-        label=cfg.module_name,
-    )
-
-
 ACCEL_CONFIGS = [
     AcceleratorConfig.small(4, dram_size=1 << 16),
     AcceleratorConfig.small(5, dram_size=1 << 16),  # rows of 5 and 20 bytes on an 8-byte bus
@@ -466,4 +450,4 @@ ACCEL_CONFIGS = [
 @pytest.mark.parametrize("cfg", ACCEL_CONFIGS, ids=lambda c: f"n{c.n}")
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_accelerator(sim: str, cfg: AcceleratorConfig) -> None:
-    run_accel_regression(sim, cfg)
+    run_regression(SimTarget(sim, Top.ACCELERATOR, cfg), __name__)
