@@ -62,7 +62,7 @@ vectors' metadata and in the tests).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -77,6 +77,7 @@ from .quant import QTensor, Rounding, quantize
 
 __all__ = [
     "REL_ERROR_BOUND",
+    "GemmExecutor",
     "GemmOp",
     "GemmRun",
     "LoraFP32",
@@ -312,6 +313,12 @@ def _operand(q: QTensor, trans: bool) -> NDArray[np.signedinteger]:
     return q.values.T if trans else q.values
 
 
+#: Runs one INT8 GEMM somewhere else (e.g. on the accelerator): ``(op, a, b) -> INT32 result``
+#: with ``a`` and ``b`` the INT8 operands *as stored* (``op.trans_a``/``op.trans_b`` say how
+#: they enter the product). It must return exactly what :func:`golden.gemm` returns.
+GemmExecutor = Callable[["GemmOp", NDArray[np.signedinteger], NDArray[np.signedinteger]], NDArray]
+
+
 def run_program(
     program: Sequence[GemmOp],
     tensors: Mapping[str, ArrayLike],
@@ -320,11 +327,14 @@ def run_program(
     rounding: Rounding = "nearest",
     seed: int | None = None,
     acc_bits: int = 32,
+    executor: GemmExecutor | None = None,
 ) -> tuple[dict[str, NDArray[np.float32]], list[GemmRun]]:
     """Execute a GEMM program on real tensors, every GEMM through :func:`golden.gemm`.
 
     Each (tensor, axis) pair is quantized once and reused, as the hardware would keep one INT8
     copy. With stochastic rounding, ``seed`` seeds one generator consumed in program order.
+    ``executor`` sends each INT8 GEMM elsewhere (the accelerator's back ends); quantization,
+    scales and dequantization stay here, so a back end only ever sees the integer GEMMs.
 
     Raises
     ------
@@ -366,7 +376,14 @@ def run_program(
                 f"{op.name}: a reduction over k={op.k} can overflow the {acc_bits}-bit "
                 f"accumulator with {q}-bit operands (at most {limit})"
             )
-        acc = gemm(opa, opb, operand_bits=q, acc_bits=acc_bits)
+        if executor is None:
+            acc = gemm(opa, opb, operand_bits=q, acc_bits=acc_bits)
+        else:
+            acc = np.asarray(executor(op, a_q.values, b_q.values), dtype=np.int64)
+            if acc.shape != (op.m, op.n):
+                raise ValueError(
+                    f"{op.name}: the executor returned {acc.shape}, not {(op.m, op.n)}"
+                )
         sa = a_q.scale_vector.astype(np.float64).reshape(-1, 1)
         sb = b_q.scale_vector.astype(np.float64).reshape(1, -1)
         result = (acc.astype(np.float64) * sa * sb).astype(np.float32)
@@ -413,6 +430,7 @@ def lora_quantized(
     seed: int | None = None,
     need_dx: bool = True,
     acc_bits: int = 32,
+    executor: GemmExecutor | None = None,
 ) -> LoraQuantized:
     """Run the LoRA step of :func:`lora_gemms` with every GEMM in INT``q``, INT32 accumulation.
 
@@ -428,6 +446,7 @@ def lora_quantized(
         rounding=rounding,
         seed=seed,
         acc_bits=acc_bits,
+        executor=executor,
     )
     return LoraQuantized(
         Y=env["Y"],

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from cdm_qta.golden.gemm import gemm
 from cdm_qta.golden.lora import (
     GemmOp,
     Phase,
@@ -170,3 +171,26 @@ def test_shape_mismatch_is_rejected() -> None:
         lora_quantized(x, w, a, b, dy, q=17)
     with pytest.raises(ValueError, match="can overflow the 32-bit accumulator"):
         lora_quantized(x, w, a, b, dy, q=16)
+
+
+def test_an_executor_sees_the_stored_int8_operands_and_must_match_golden() -> None:
+    """The hook the accelerator's back ends use: every GEMM leaves as INT8, comes back INT32."""
+    x, w, a, b, dy = layer(5)
+    seen = []
+
+    def executor(op, qa, qb):  # type: ignore[no-untyped-def]
+        assert qa.dtype == np.int8 and qb.dtype == np.int8
+        seen.append(op.name)
+        return gemm(qa.T if op.trans_a else qa, qb.T if op.trans_b else qb)
+
+    ref = lora_quantized(x, w, a, b, dy)
+    got = lora_quantized(x, w, a, b, dy, executor=executor)
+    assert seen == [op.name for op in ref.program]
+    for name in ("Y", "dA", "dB", "dX"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+    def wrong(op, qa, qb):  # type: ignore[no-untyped-def]
+        return np.zeros((op.m + 1, op.n))
+
+    with pytest.raises(ValueError, match="the executor returned"):
+        lora_quantized(x, w, a, b, dy, executor=wrong)
