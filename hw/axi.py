@@ -12,7 +12,9 @@ Only the signals the DMA engines need are present: no ``*lock``, ``*qos``, ``*re
 
 from __future__ import annotations
 
-from amaranth.hdl import Module
+from collections.abc import Sequence
+
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +26,7 @@ __all__ = [
     "READ_MEMBERS",
     "WRITE_MEMBERS",
     "AxiJoin",
+    "AxiReadArbiter",
     "AxiResp",
     "axi4_lite_signature",
     "axi4_signature",
@@ -201,4 +204,86 @@ class AxiJoin(wiring.Component):
                     m.d.comb += dst.eq(src)
                 else:
                     m.d.comb += src.eq(dst)
+        return m
+
+
+class AxiReadArbiter(wiring.Component):
+    """Share one AXI4 read channel among several read masters, each with its own ID.
+
+    AR: a master is granted when the bus's AR is free and keeps the grant until its request is
+    accepted (AXI forbids changing a presented request); ties go round-robin. The arbiter
+    drives ``arid`` with the master's ID from ``ids`` (whatever the master drives), so R beats
+    route back by ``rid`` and each master sees only its own, in order, as AXI guarantees per
+    ID. The write halves of the masters are not used (their inputs are driven idle).
+
+    Parameters
+    ----------
+    ids : sequence of int
+        The AXI ID of each master; distinct, representable in ``id_bits``.
+    addr_bits, data_bytes, id_bits : int
+        As for :func:`axi4_signature`; all ports have this signature.
+
+    Members
+    -------
+    m0, m1, ... : In(axi4_signature)
+        The read masters (only AR and R are used).
+    bus : Out(axi4_signature)
+        The shared read master (AW/W are driven idle; join with a writer via :class:`AxiJoin`).
+    """
+
+    def __init__(
+        self, *, ids: Sequence[int], addr_bits: int = 32, data_bytes: int, id_bits: int = 1
+    ) -> None:
+        self._ids = tuple(check_int("id", i, 0, (1 << id_bits) - 1) for i in ids)
+        if len(set(self._ids)) != len(self._ids) or len(self._ids) < 1:
+            raise ValueError(f"ids must be distinct and at least one, not {ids!r}")
+        sig = axi4_signature(addr_bits=addr_bits, data_bytes=data_bytes, id_bits=id_bits)
+        members = {f"m{i}": In(sig) for i in range(len(self._ids))}
+        super().__init__({**members, "bus": Out(sig)})
+
+    def elaborate(self, platform: object) -> Module:
+        m = Module()
+        n = len(self._ids)
+        masters = [getattr(self, f"m{i}") for i in range(n)]
+        bus = self.bus
+        grant = Signal(range(n))  # the master being served while its request waits
+        locked = Signal()  # bus.arvalid was high and not accepted: keep the grant
+        last = Signal(range(n))  # the master served last, for round-robin
+        sel = Signal(range(n))
+        # Round-robin: the first valid master after the last one served.
+        pick = Signal(range(n))
+        for k in reversed(range(n)):
+            for i in range(n):
+                with m.If((last == i) & masters[(i + 1 + k) % n].arvalid):
+                    m.d.comb += pick.eq((i + 1 + k) % n)
+        m.d.comb += sel.eq(Mux(locked, grant, pick))
+        ar_fields = ("araddr", "arlen", "arsize", "arburst", "arcache", "arprot")
+        with m.Switch(sel):
+            for i, mst in enumerate(masters):
+                with m.Case(i):
+                    m.d.comb += [getattr(bus, f).eq(getattr(mst, f)) for f in ar_fields]
+                    m.d.comb += [
+                        bus.arid.eq(self._ids[i]),
+                        bus.arvalid.eq(mst.arvalid),
+                        mst.arready.eq(bus.arready),
+                    ]
+        fire = bus.arvalid & bus.arready
+        m.d.sync += [locked.eq(bus.arvalid & ~bus.arready), grant.eq(sel)]
+        with m.If(fire):
+            m.d.sync += last.eq(sel)
+        for i, mst in enumerate(masters):
+            mine = bus.rid == self._ids[i]
+            m.d.comb += [
+                mst.rdata.eq(bus.rdata),
+                mst.rresp.eq(bus.rresp),
+                mst.rlast.eq(bus.rlast),
+                mst.rid.eq(bus.rid),
+                mst.rvalid.eq(bus.rvalid & mine),
+                mst.awready.eq(0),
+                mst.wready.eq(0),
+                mst.bvalid.eq(0),
+            ]
+            with m.If(mine):
+                m.d.comb += bus.rready.eq(mst.rready)
+        m.d.comb += [bus.awvalid.eq(0), bus.wvalid.eq(0), bus.bready.eq(0)]
         return m

@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 from .config import AcceleratorConfig, Dataflow
 from .core import ArrayCore
 from .isa import Engine, Opcode, field_bits
-from .isa_layout import insn_layout, token_members
+from .isa_layout import insn_layout, intake, token_members
 from .streamer import RowStreamer, row_address_bits
 
 __all__ = ["ComputeEngine"]
@@ -39,6 +39,9 @@ class ComputeEngine(wiring.Component):
     retire : Out             an instruction finished (strobe)
     macs : Out               useful multiply-accumulates started this cycle
     busy, wait_token, wait_array : Out   performance-counter conditions
+    skip : In                with ``insn``: skip it (illegal flags), still pushing its tokens
+    flush : In               drop incoming instructions unexecuted (deadlock recovery)
+    quiet : Out              nothing accepted is still in flight
     range_error, array_error : Out     error strobes for the status register
     """
 
@@ -57,6 +60,9 @@ class ComputeEngine(wiring.Component):
             {
                 "insn": In(stream.Signature(insn_layout(Opcode.COMPUTE))),
                 **token_members(Engine.COMPUTE),
+                "skip": In(1),
+                "flush": In(1),
+                "quiet": Out(1),
                 "in_rd_addr": Out(in_bits),
                 "in_rd_en": Out(1),
                 "in_rd_data": In(self._in_row),
@@ -140,15 +146,9 @@ class ComputeEngine(wiring.Component):
         )
         tokens_ok = (~insn.pop_prev | self.has_prev) & (~insn.pop_next | self.has_next)
         space = a_jobs.w_rdy & b_jobs.w_rdy & w_jobs.w_rdy
-        take = Signal()
-        m.d.comb += [
-            take.eq(self.insn.valid & tokens_ok & space),
-            self.insn.ready.eq(take),
-            self.pop_prev.eq(take & insn.pop_prev),
-            self.pop_next.eq(take & insn.pop_next),
-            self.range_error.eq(take & ~ok),
-            self.wait_token.eq(self.insn.valid & ~tokens_ok),
-        ]
+        take = intake(m, self, tokens_ok, ["pop_prev", "pop_next"], room=space)
+        run = Signal()  # the instruction is executed (legal shape, legal flags)
+        m.d.comb += [run.eq(ok & ~self.skip), self.range_error.eq(take & ~ok & ~self.skip)]
         aj = Signal(a_job)
         bj = Signal(b_job)
         wj = Signal(w_job)
@@ -163,7 +163,7 @@ class ComputeEngine(wiring.Component):
             bj.count.eq(k),
             bj.tag.lanes.eq(c),
             bj.tag.mode.eq(insn.dataflow),
-            wj.ok.eq(ok),
+            wj.ok.eq(run),
             wj.os.eq(~ws),
             wj.accumulate.eq(insn.accumulate),
             wj.out_row.eq(insn.out_row),
@@ -175,8 +175,8 @@ class ComputeEngine(wiring.Component):
             a_jobs.w_data.eq(aj.as_value()),
             b_jobs.w_data.eq(bj.as_value()),
             w_jobs.w_data.eq(wj.as_value()),
-            a_jobs.w_en.eq(take & ok),
-            b_jobs.w_en.eq(take & ok),
+            a_jobs.w_en.eq(take & run),
+            b_jobs.w_en.eq(take & run),
             w_jobs.w_en.eq(take),
         ]
 
@@ -272,14 +272,6 @@ class ComputeEngine(wiring.Component):
             | core.error.as_value().any()
         )
 
-        m.d.comb += self.busy.eq(
-            self.insn.valid
-            | a_jobs.r_rdy
-            | b_jobs.r_rdy
-            | have
-            | a_st.busy
-            | b_st.busy
-            | core.busy
-            | s2_valid
-        )
+        working = a_jobs.r_rdy | b_jobs.r_rdy | have | a_st.busy | b_st.busy | core.busy | s2_valid
+        m.d.comb += [self.busy.eq(self.insn.valid | working), self.quiet.eq(~working)]
         return m

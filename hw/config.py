@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import os
 from typing import Any, ClassVar, Self
 
 from .checks import check_int, check_pow2
 
-__all__ = ["CONFIG_ENV", "AcceleratorConfig", "ArrayConfig", "Dataflow", "EnvConfig"]
+__all__ = [
+    "CONFIG_ENV",
+    "AcceleratorConfig",
+    "ArrayConfig",
+    "Dataflow",
+    "DramTiming",
+    "EnvConfig",
+]
 
 #: The one environment variable that carries a configuration into a simulator process.
 CONFIG_ENV = "CDM_QTA_CONFIG"
@@ -152,7 +160,11 @@ class AcceleratorConfig(EnvConfig):
     dram_base, dram_size : int
         The DRAM window the DMA may touch; anything outside is an error, never a bus access.
     insn_queue_depth : int
-        Instructions the host can queue ahead of the engines.
+        Instructions the host (or the fetch unit) can queue ahead of the dispatcher.
+    engine_queue_depth : int
+        Instructions each engine's own queue holds between dispatch and the engine; with the
+        token rules it decides which instructions of a wrong program run before it deadlocks,
+        so the golden back end reads it too.
 
     Each buffer is split into two halves by the compiler (ping-pong), so a load fills one half
     while compute reads the other; the hardware enforces only the dependency tokens.
@@ -177,6 +189,7 @@ class AcceleratorConfig(EnvConfig):
     dram_base: int = 0
     dram_size: int = 1 << 30
     insn_queue_depth: int = 16
+    engine_queue_depth: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
@@ -207,6 +220,11 @@ class AcceleratorConfig(EnvConfig):
             )
         object.__setattr__(
             self, "insn_queue_depth", check_int("insn_queue_depth", self.insn_queue_depth, 2, 1024)
+        )
+        object.__setattr__(
+            self,
+            "engine_queue_depth",
+            check_int("engine_queue_depth", self.engine_queue_depth, 1, 64),
         )
 
     @classmethod
@@ -263,9 +281,12 @@ class AcceleratorConfig(EnvConfig):
 
     @property
     def module_name(self) -> str:
+        """Verilog name: the main sizes, readable, plus a hash of every field (DRAM window,
+        queue depths), so two configurations never share a name or a build folder."""
+        digest = hashlib.sha256(self.to_json().encode()).hexdigest()[:8]
         return (
             f"cdm_qta_accel_n{self.n}_in{self.input_rows}_w{self.weight_rows}"
-            f"_o{self.output_rows}_bus{self.dram_bus_bytes}"
+            f"_o{self.output_rows}_bus{self.dram_bus_bytes}_{digest}"
         )
 
     @classmethod
@@ -274,3 +295,41 @@ class AcceleratorConfig(EnvConfig):
         if isinstance(d.get("array"), dict):
             d["array"] = ArrayConfig.from_dict(d["array"])
         return super().from_dict(d)
+
+
+@dataclasses.dataclass(frozen=True)
+class DramTiming(EnvConfig):
+    """What the simulated DRAM (:mod:`cdm_qta.tb.dram`) does, as data the cycle model reads.
+
+    One AXI4 port; reads and writes are independent channels, each moving at most one beat of
+    the bus width per cycle, throttled to ``beats_per_cycle = beat_num / beat_den``.
+
+    Parameters
+    ----------
+    read_latency : int
+        Cycles from an accepted AR to the first R beat of that burst (at least 2).
+    write_latency : int
+        Cycles from a burst's last accepted W beat to its B response (at least 1).
+    beat_num, beat_den : int
+        Sustained beats per cycle per direction, ``beat_num / beat_den`` (at most 1).
+    max_outstanding : int
+        Read bursts and write bursts the DRAM holds at once; it stops accepting AR (AW)
+        while that many are waiting for their data (response).
+    """
+
+    read_latency: int = 20
+    write_latency: int = 10
+    beat_num: int = 1
+    beat_den: int = 1
+    max_outstanding: int = 8
+
+    def __post_init__(self) -> None:
+        check_int("read_latency", self.read_latency, 2, 1 << 16)
+        check_int("write_latency", self.write_latency, 1, 1 << 16)
+        check_int("beat_den", self.beat_den, 1, 64)
+        check_int("beat_num", self.beat_num, 1, self.beat_den)
+        check_int("max_outstanding", self.max_outstanding, 1, 64)
+
+    @property
+    def beats_per_cycle(self) -> float:
+        return self.beat_num / self.beat_den

@@ -7,14 +7,16 @@ The hardware decoder reads fields through these layouts, the software encodes wi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
+from amaranth.hdl import Module, Signal, Value
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import FIELDS, HEADER, INSN_BITS, Engine, Opcode
 
-__all__ = ["header_layout", "insn_layout", "token_members"]
+__all__ = ["header_layout", "insn_layout", "intake", "token_members"]
 
 
 @cache
@@ -50,3 +52,29 @@ def token_members(engine: Engine) -> dict[str, wiring.Member]:
             members[f"pop_{side}"] = Out(1)
             members[f"push_{side}"] = Out(1)
     return members
+
+
+def intake(
+    m: Module,
+    engine: wiring.Component,
+    tokens_ok: Value,
+    pops: Sequence[str],
+    room: Value | int = 1,
+) -> Signal:
+    """Take the head instruction once its tokens are there; drop it unexecuted while flushing.
+
+    Drives the engine's ``insn.ready``, ``wait_token`` and pop strobes (``pops``: its pop flag
+    names) and returns the "execute it" strobe; ``room`` says the engine can take another
+    instruction (waiting for room is not waiting for a token). Every engine takes
+    instructions through here, so a deadlock flush (:mod:`cdm_qta.hw.accelerator`, ``flush``
+    high) drains them all the same way: no token taken or given, nothing executed or retired.
+    """
+    take = Signal()
+    head = engine.insn.payload
+    m.d.comb += [
+        take.eq(engine.insn.valid & tokens_ok & room & ~engine.flush),
+        engine.insn.ready.eq((tokens_ok & room) | engine.flush),
+        engine.wait_token.eq(engine.insn.valid & ~tokens_ok & ~engine.flush),
+        *[getattr(engine, f).eq(take & getattr(head, f)) for f in pops],
+    ]
+    return take

@@ -8,23 +8,44 @@ address  name         dir   meaning
 =======  ===========  ====  =================================================================
 0x00     ID           RO    ``MAGIC`` (ASCII "QTA" + version)
 0x04     CONFIG       RO    N [15:0], log2(DRAM bus bytes) [19:16]
-0x08     STATUS       RO    [0] busy, [1] instruction queue full, [31:16] sticky error bits
-0x0C     CONTROL      WO    [0] clear the error bits, [1] clear the counters
+0x08     STATUS       RO    [0] busy, [1] instruction queue full, [2] fetching, [3] done,
+                            [31:16] sticky error bits (:data:`ERRORS`)
+0x0C     CONTROL      WO    [0] clear the error bits, [1] clear the counters, [2] start the
+                            program at FETCH_ADDR (clears ``done``), [3] clear ``done``
 0x10     INSN0..3     WO    instruction word, 32 bits each, least significant first;
  ..0x1C                     writing INSN3 queues the 128-bit instruction
 0x20     QUEUE_SPACE  RO    free entries in the instruction queue (queueing into a full
-                            queue drops the instruction and sets ``queue_overflow``)
+                            queue, or while a program is fetched, drops the instruction and
+                            sets ``queue_overflow``)
+0x24     FETCH_ADDR   RW    DRAM byte address of a program (a multiple of max(16, bus bytes))
+0x28     FETCH_COUNT  RW    its length in 128-bit instruction words
 0x40+    counters     RO    64-bit counters, low word first (read them while idle)
 =======  ===========  ====  =================================================================
+
+Running a program: write its words to DRAM (little-endian 128-bit words), write FETCH_ADDR and
+FETCH_COUNT, then CONTROL with bit 2 (and bits 0-1 to clear errors and counters). The
+accelerator fetches the words into its queue and executes them; when every word is fetched and
+every instruction retired, STATUS.done and the ``done`` output go high (they stay high until
+the next start or CONTROL[3]). A program that deadlocks on tokens is flushed: its waiting
+instructions are dropped, ``deadlock`` is set and ``done`` rises all the same.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["COUNTERS", "COUNTER_BASE", "ERRORS", "MAGIC", "Reg", "counter_address"]
+__all__ = [
+    "CONTROL_BITS",
+    "COUNTERS",
+    "COUNTER_BASE",
+    "ERRORS",
+    "MAGIC",
+    "STATUS_BITS",
+    "Reg",
+    "counter_address",
+]
 
-MAGIC = 0x51544101  # "QTA", version 1
+MAGIC = 0x51544102  # "QTA", version 2: instruction fetch, done, deadlock detection
 
 
 class Reg(enum.IntEnum):
@@ -37,6 +58,20 @@ class Reg(enum.IntEnum):
     INSN2 = 0x18
     INSN3 = 0x1C
     QUEUE_SPACE = 0x20
+    FETCH_ADDR = 0x24
+    FETCH_COUNT = 0x28
+
+
+#: STATUS[15:0] flags, by bit.
+STATUS_BITS: dict[str, int] = {"busy": 0, "queue_full": 1, "fetching": 2, "done": 3}
+
+#: CONTROL bits, by name.
+CONTROL_BITS: dict[str, int] = {
+    "clear_errors": 0,
+    "clear_counters": 1,
+    "start": 2,
+    "clear_done": 3,
+}
 
 
 #: Sticky error bits of STATUS[31:16], in bit order (bit 16 first).
@@ -52,7 +87,13 @@ ERRORS: tuple[str, ...] = (
     "dma_write_bus",  # SLVERR/DECERR on a write
     "array",  # the array core flagged a protocol error (never expected)
     "token_overflow",  # more than 255 tokens outstanding between two engines
+    "fetch_align",  # FETCH_ADDR not a multiple of max(16, bus bytes), or FETCH_COUNT too large
+    "fetch_window",  # the program lies outside the DRAM window (nothing was read)
+    "fetch_bus",  # SLVERR/DECERR while reading the program
+    "fetch_busy",  # a start while a program was still being fetched (ignored)
+    "deadlock",  # every engine waits for a token no instruction can push: the program was flushed
 )
+assert len(ERRORS) <= 16, "STATUS has 16 error bits"
 
 COUNTER_BASE = 0x40
 

@@ -20,18 +20,21 @@ from .dma import (
     dma_write_row_layout,
 )
 from .isa import Buffer, Engine, Opcode, field_bits, field_max
-from .isa_layout import insn_layout, token_members
+from .isa_layout import insn_layout, intake, token_members
 from .streamer import RowStreamer, row_address_bits
 
 __all__ = ["LoadEngine", "StoreEngine"]
 
 
 def _transfer_members(engine: Engine, opcode: Opcode) -> dict[str, wiring.Member]:
-    """Members LOAD and STORE share: instructions, tokens, the DMA's command and completion
-    streams, and the status and counter strobes."""
+    """Members LOAD and STORE share: instructions, tokens, flush, the DMA's command and
+    completion streams, and the status and counter strobes."""
     return {
         "insn": In(stream.Signature(insn_layout(opcode))),
         **token_members(engine),
+        "skip": In(1),
+        "flush": In(1),
+        "quiet": Out(1),
         "dma_cmd": Out(stream.Signature(dma_command_layout())),
         "dma_done": In(stream.Signature(dma_error_layout())),
         "retire": Out(1),
@@ -55,6 +58,7 @@ class LoadEngine(wiring.Component):
     in_wr_*, w_wr_* : Out   write ports of the input and weight buffers
     retire, busy, wait_token, wait_bus, range_error : Out
     bytes : Out             DRAM bytes delivered this cycle (for the DMA counter)
+    skip, flush, quiet : see :class:`~cdm_qta.hw.compute.ComputeEngine`
     """
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
@@ -92,12 +96,7 @@ class LoadEngine(wiring.Component):
         ]
         with m.FSM(name="load") as fsm:
             with m.State("Idle"):
-                take = self.insn.valid & tokens_ok
-                m.d.comb += [
-                    self.insn.ready.eq(tokens_ok),
-                    self.pop_next.eq(take & insn.pop_next),
-                    self.wait_token.eq(self.insn.valid & ~tokens_ok),
-                ]
+                take = intake(m, self, tokens_ok, ["pop_next"])
                 with m.If(take):
                     m.d.sync += [
                         buffer.eq(insn.buffer),
@@ -109,12 +108,12 @@ class LoadEngine(wiring.Component):
                         cmd.rows.eq(insn.rows),
                         cmd.row_bytes.eq(insn.row_bytes),
                     ]
-                    with m.If(in_range):
+                    with m.If(in_range & ~self.skip):
                         m.next = "Issue"
                     with m.Else():
-                        # Outside the buffer: nothing moves, the tokens still flow.
+                        # Outside the buffer (or illegal flags): nothing moves, tokens flow.
                         m.d.comb += [
-                            self.range_error.eq(1),
+                            self.range_error.eq(~self.skip),
                             self.retire.eq(1),
                             self.push_next.eq(insn.push_next),
                         ]
@@ -146,6 +145,7 @@ class LoadEngine(wiring.Component):
             self.in_wr_addr.eq(base + index),
             self.w_wr_addr.eq(base + index),
             self.busy.eq(self.insn.valid | ~fsm.ongoing("Idle")),
+            self.quiet.eq(fsm.ongoing("Idle")),
         ]
         return m
 
@@ -207,14 +207,9 @@ class StoreEngine(wiring.Component):
             self.bytes.eq(Mux(self.dma_row.valid & self.dma_row.ready, cmd.row_bytes, 0)),
         ]
         busy = Signal()
-        with m.FSM(name="store"):
+        with m.FSM(name="store") as fsm:
             with m.State("Idle"):
-                take = self.insn.valid & tokens_ok
-                m.d.comb += [
-                    self.insn.ready.eq(tokens_ok),
-                    self.pop_prev.eq(take & insn.pop_prev),
-                    self.wait_token.eq(self.insn.valid & ~tokens_ok),
-                ]
+                take = intake(m, self, tokens_ok, ["pop_prev"])
                 with m.If(take):
                     m.d.sync += [
                         push.eq(insn.push_prev),
@@ -227,11 +222,11 @@ class StoreEngine(wiring.Component):
                         cmd_sent.eq(0),
                         job_sent.eq(0),
                     ]
-                    with m.If(in_range):
+                    with m.If(in_range & ~self.skip):
                         m.next = "Run"
                     with m.Else():
                         m.d.comb += [
-                            self.range_error.eq(1),
+                            self.range_error.eq(~self.skip),
                             self.retire.eq(1),
                             self.push_prev.eq(insn.push_prev),
                         ]
@@ -259,5 +254,8 @@ class StoreEngine(wiring.Component):
                         self.push_prev.eq(push),
                     ]
                     m.next = "Idle"
-        m.d.comb += self.busy.eq(self.insn.valid | busy | rows.busy)
+        m.d.comb += [
+            self.busy.eq(self.insn.valid | busy | rows.busy),
+            self.quiet.eq(fsm.ongoing("Idle") & ~rows.busy),
+        ]
         return m

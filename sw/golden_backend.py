@@ -6,7 +6,8 @@ read operands; finish: write results and push tokens), and a scheduler picks whi
 step happens next: round-robin by default, or random (``scheduler=random.Random(seed)``) to
 explore adversarial engine speeds. Because reads and writes are separated in time, an
 unsynchronised pair of instructions gives a wrong result in some interleaving, and a program
-that cannot finish raises :class:`DeadlockError` instead of hanging. Cycles are not simulated:
+that cannot finish is reported exactly as the hardware reports it (the ``deadlock`` error bit,
+its waiting instructions dropped) instead of hanging. Cycles are not simulated:
 the timing counters are the cycle model's prediction, labelled ``timing="model"``.
 """
 
@@ -22,7 +23,7 @@ from numpy.typing import NDArray
 from cdm_qta.golden.gemm import gemm
 from cdm_qta.hw import isa
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
-from cdm_qta.hw.isa import Buffer, Compute, Engine, Fence, Instruction, Load, Store
+from cdm_qta.hw.isa import Buffer, Compute, Engine, Instruction, Load, Store
 from cdm_qta.hw.regs import COUNTERS, ERRORS
 
 from .backend import Backend, RunStats
@@ -235,38 +236,27 @@ class GoldenBackend(Backend):
         self._macs = self._read_bytes = self._write_bytes = 0
         errors = dict.fromkeys(ERRORS, 0)
         log: list[str] = []
-        retired = 0
 
         def flag(kind: str, idx: int, what: object) -> None:
             errors[kind] += 1
             log.append(f"{kind}: instruction {idx} ({what})")
 
-        decoded: list[tuple[int, Instruction]] = []
+        items: list[tuple[int, Instruction | str]] = []
         for idx, item in enumerate(program):
             if isinstance(item, Instruction):
-                decoded.append((idx, item))
+                items.append((idx, item))
                 continue
             try:
-                decoded.append((idx, isa.decode(int(item))))
+                items.append((idx, isa.decode(int(item))))
             except isa.IllegalInstruction as exc:
-                flag("illegal_insn", idx, exc)
-                retired += 1  # dropped by the dispatcher, counted so every word is accounted for
-        # FENCE splits the stream: a segment runs to completion before the next starts.
-        segments: list[list[tuple[int, Instruction]]] = [[]]
-        for idx, x in decoded:
-            if isinstance(x, Fence):
-                if x.illegal_flags:
-                    flag("illegal_insn", idx, x)
-                segments.append([])
-                retired += 1
-            else:
-                segments[-1].append((idx, x))
-        tokens = dict.fromkeys(isa.TOKEN_QUEUES, 0)
-        for seg in segments:
-            retired += self._run_segment(seg, tokens, flag)
+                items.append((idx, str(exc)))  # the dispatcher drops it, flagged, in its turn
+        retired = self._execute(items, flag)
         counters: dict[str, int | None] = dict.fromkeys(COUNTERS)
         if self._predict:
-            counters.update(predict(self.cfg, program).counters)
+            try:
+                counters.update(predict(self.cfg, program).counters)
+            except DeadlockError:
+                pass  # the functional run reported the deadlock; there is no timing to give
         # What the functional run counted itself is exact; only timing comes from the model.
         counters.update(
             macs=self._macs,
@@ -282,55 +272,69 @@ class GoldenBackend(Backend):
             error_log=tuple(log),
         )
 
-    def _run_segment(
+    def _execute(
         self,
-        seg: list[tuple[int, Instruction]],
-        tokens: dict[isa.TokenQueue, int],
+        items: list[tuple[int, Instruction | str]],
         flag: Callable[[str, int, object], None],
     ) -> int:
+        """Dispatch, start and finish every instruction; the number that retired.
+
+        As in the hardware, the dispatcher hands out instructions in program order into one
+        queue per engine of ``cfg.engine_queue_depth`` entries (a FENCE waits until every
+        engine is idle); an engine starts its queue's head once its tokens are there. When
+        nothing can move with instructions left, the program is deadlocked: like the hardware,
+        it is flagged ``deadlock`` and the instructions that never started are dropped. Which
+        instructions retire does not depend on the order of the steps (each enabled step stays
+        enabled until taken), so the result equals the hardware's.
+        """
+        depth = self.cfg.engine_queue_depth
+        tokens = dict.fromkeys(isa.TOKEN_QUEUES, 0)
         queues: dict[Engine, list[tuple[int, Instruction]]] = {e: [] for e in Engine}
-        for idx, x in seg:
-            eng = isa.engine_of(x)
-            assert eng is not None
-            queues[eng].append((idx, x))
-        heads = dict.fromkeys(Engine, 0)
         inflight: dict[Engine, _Slot | None] = dict.fromkeys(Engine)
-        retired = 0
-        turn = 0
+        cursor = retired = turn = 0
         while True:
-            # Enabled steps: finish an in-flight instruction, or start a head whose pops can go.
-            steps: list[tuple[str, Engine]] = []
-            for eng in Engine:
-                if inflight[eng] is not None:
-                    steps.append(("finish", eng))
-                elif heads[eng] < len(queues[eng]):
-                    _, x = queues[eng][heads[eng]]
-                    if all(tokens[q] > 0 for q in isa.pops(x)):
-                        steps.append(("start", eng))
+            # Enabled steps: dispatch the next word; finish an engine's instruction; or start
+            # an engine's queue head whose tokens are there.
+            steps: list[tuple[str, Engine | None]] = []
+            if cursor < len(items):
+                x = items[cursor][1]
+                eng = isa.engine_of(x) if isinstance(x, Instruction) else None
+                if isinstance(x, str) or (eng is not None and len(queues[eng]) < depth):
+                    steps.append(("dispatch", eng))
+                elif eng is None and not any(queues.values()) and not any(inflight.values()):
+                    steps.append(("dispatch", None))  # a FENCE, once everything is done
+            for e in Engine:
+                if inflight[e] is not None:
+                    steps.append(("finish", e))
+                elif queues[e] and all(tokens[q] > 0 for q in isa.pops(queues[e][0][1])):
+                    steps.append(("start", e))
             if not steps:
-                if any(heads[e] < len(queues[e]) for e in Engine):
-                    blocked = {
-                        e.label: f"#{queues[e][heads[e]][0]} {queues[e][heads[e]][1]}"
-                        for e in Engine
-                        if heads[e] < len(queues[e])
-                    }
-                    counts = {str(q): v for q, v in tokens.items()}
-                    raise DeadlockError(
-                        f"deadlock: every engine waits for a token; heads {blocked}, "
-                        f"token counters {counts}"
-                    )
+                if cursor < len(items) or any(queues.values()):
+                    self._deadlock(items, cursor, queues, tokens, flag)
                 return retired
             if self._rng is not None:
                 kind, eng = self._rng.choice(steps)
             else:
-                kind, eng = min(steps, key=lambda s: (s[1] - turn) % len(Engine))
-                turn = (eng + 1) % len(Engine)
-            if kind == "start":
-                idx, x = queues[eng][heads[eng]]
-                heads[eng] += 1
+                kind, eng = steps[turn % len(steps)]  # round-robin over what can move
+                turn += 1
+            if kind == "dispatch":
+                idx, x = items[cursor]
+                cursor += 1
+                if isinstance(x, str):  # an undecodable word: dropped and retired here
+                    retired += 1
+                    flag("illegal_insn", idx, x)
+                elif eng is None:  # a FENCE: retired here
+                    retired += 1
+                    if x.illegal_flags:
+                        flag("illegal_insn", idx, x)
+                else:
+                    queues[eng].append((idx, x))
+            elif kind == "start":
+                assert eng is not None
+                idx, x = queues[eng].pop(0)
                 for q in isa.pops(x):
                     tokens[q] -= 1
-                if x.illegal_flags:
+                if x.illegal_flags:  # skipped, as the ISA says; its legal tokens still flow
                     flag("illegal_insn", idx, x)
                     inflight[eng] = _Slot(x, _nothing, isa.pushes(x))
                     continue
@@ -339,6 +343,7 @@ class GoldenBackend(Backend):
                     flag(err, idx, x)
                 inflight[eng] = _Slot(x, finish, isa.pushes(x))
             else:
+                assert eng is not None
                 slot = inflight[eng]
                 assert slot is not None
                 slot.finish()
@@ -346,6 +351,24 @@ class GoldenBackend(Backend):
                     tokens[q] += 1
                 inflight[eng] = None
                 retired += 1
+
+    @staticmethod
+    def _deadlock(
+        items: list[tuple[int, Instruction | str]],
+        cursor: int,
+        queues: dict[Engine, list[tuple[int, Instruction]]],
+        tokens: dict[isa.TokenQueue, int],
+        flag: Callable[[str, int, object], None],
+    ) -> None:
+        heads = {e.label: f"#{q[0][0]} {q[0][1]}" for e, q in queues.items() if q}
+        counts = {str(q): v for q, v in tokens.items()}
+        waiting = items[cursor][0] if cursor < len(items) else len(items)
+        flag(
+            "deadlock",
+            waiting,
+            f"every engine waits for a token; heads {heads}, token counters {counts}; "
+            f"{len(items) - cursor + sum(map(len, queues.values()))} instructions dropped",
+        )
 
 
 def _nothing() -> None:

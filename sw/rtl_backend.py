@@ -2,8 +2,9 @@
 
 One simulator process serves the back end's whole life (a training step's dozens of programs
 pay for one build and one launch): :meth:`RtlBackend.load` writes DRAM through the simulated
-RAM's back door, :meth:`RtlBackend.run` queues the words through the AXI4-Lite registers and
-waits until the accelerator is idle, and the error bits and every hardware counter come back.
+DRAM's back door, :meth:`RtlBackend.run` puts the words into DRAM, starts them through the
+FETCH registers and waits for the ``done`` edge, and the error bits and every hardware
+counter come back.
 The jobs are :class:`cdm_qta.tb.accel_jobs.AcceleratorJobs`; the session is
 :class:`cdm_qta.tb.session.SimSession`.
 """
@@ -16,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from cdm_qta.hw.config import AcceleratorConfig
+from cdm_qta.hw.config import AcceleratorConfig, DramTiming
 from cdm_qta.hw.isa import Instruction
 from cdm_qta.hw.regs import COUNTERS, ERRORS
 from cdm_qta.tb.session import JobFailed, SimSession, SimulationFailed
+from cdm_qta.tb.sim_top import SimTopConfig
 from cdm_qta.tb.targets import SimTarget, Top
 from cdm_qta.tb.toolchain import build_root as default_build_root
 
@@ -54,9 +56,14 @@ class RtlBackend(Backend):
         Where Verilog and builds go (default :func:`cdm_qta.tb.toolchain.build_root`).
     pause : float, optional
         Probability of a stall on every AXI channel in every cycle (back-pressure testing).
-    ram_size : int, optional
-        Bytes of simulated DRAM from ``cfg.dram_base`` (default: the whole window, allocated
-        lazily by the RAM model).
+    dram : str
+        ``"model"`` (the in-simulator DRAM, fast) or ``"cocotb"`` (cocotbext-axi's AXI RAM, the
+        protocol reference).
+    dram_bytes : int, optional
+        Simulated DRAM from address 0 (a power of two; default: the DRAM window, at most 16 MB);
+        its top quarter (at most 1 MB) holds programs.
+    timing : DramTiming, optional
+        The simulated DRAM's latency and bandwidth.
     """
 
     def __init__(
@@ -66,22 +73,33 @@ class RtlBackend(Backend):
         build_root: Path | None = None,
         *,
         pause: float | None = None,
-        ram_size: int | None = None,
+        dram: str = "model",
+        dram_bytes: int | None = None,
+        timing: DramTiming | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(cfg)
         self.name = sim
-        self.target = SimTarget(sim, Top.ACCELERATOR, cfg, root=build_root or default_build_root())
+        if dram_bytes is None:
+            window_end = cfg.dram_base + cfg.dram_size
+            dram_bytes = min(1 << 24, 1 << (window_end.bit_length() - 1))
+        self.top = SimTopConfig(
+            accel=cfg, dram=dram, dram_bytes=dram_bytes, timing=timing or DramTiming()
+        )
+        root = build_root or default_build_root()
+        self.target = SimTarget(sim, Top.ACCELERATOR, self.top, root=root)
         self.session = SimSession(
-            self.target,
-            label="rtl_backend",
-            options={"seed": seed, "pause": pause, "ram_size": ram_size},
+            self.target, label="rtl_backend", options={"seed": seed, "pause": pause}
         )
 
     def _window(self, addr: int, nbytes: int) -> None:
-        cfg = self.cfg
-        if nbytes < 0 or addr < cfg.dram_base or addr + nbytes > cfg.dram_base + cfg.dram_size:
-            raise ValueError(f"[{addr:#x}, {addr + nbytes:#x}) is outside the DRAM window")
+        """Data must stay in the simulated DRAM, below its program area."""
+        cfg, top = self.cfg, self.top
+        if nbytes < 0 or addr < cfg.dram_base or addr + nbytes > top.program_base:
+            raise ValueError(
+                f"[{addr:#x}, {addr + nbytes:#x}) is outside the simulated DRAM's data area "
+                f"[{cfg.dram_base:#x}, {top.program_base:#x}) (pass a larger dram_bytes)"
+            )
 
     def load(self, image: DramImage) -> None:
         self._window(image.base, image.data.size)

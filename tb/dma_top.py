@@ -38,6 +38,8 @@ from cdm_qta.hw.dma import (
     dma_write_row_layout,
 )
 
+from .axi_monitor import AxiLiteMonitor, AxiMonitor, watch
+
 __all__ = ["AXIL_ADDR_BITS", "ID_MAGIC", "DmaTop", "DmaTopConfig", "generate_dma_top"]
 
 ID_MAGIC = 0xD3A0_C0DE
@@ -80,6 +82,8 @@ class DmaTop(wiring.Component):
     rd_busy, wr_busy : Out(1)
     m_axi : Out(axi4_signature(data_bytes=W))
     s_axil : In(axi4_lite_signature(addr_bits=AXIL_ADDR_BITS))
+    protocol_error, protocol_code : Out
+        The AXI4 and AXI4-Lite monitors' first broken rule (:mod:`cdm_qta.tb.axi_monitor`).
     """
 
     def __init__(self, cfg: DmaTopConfig) -> None:
@@ -98,6 +102,8 @@ class DmaTop(wiring.Component):
                 "wr_busy": Out(1),
                 "m_axi": Out(axi4_signature(data_bytes=cfg.data_bytes)),
                 "s_axil": In(axi4_lite_signature(addr_bits=AXIL_ADDR_BITS)),
+                "protocol_error": Out(1),
+                "protocol_code": Out(8),
             }
         )
 
@@ -127,6 +133,14 @@ class DmaTop(wiring.Component):
         wiring.connect(m, join.bus, wiring.flipped(self.m_axi))
         wiring.connect(m, wiring.flipped(self.s_axil), port.axil)
         m.d.comb += [self.rd_busy.eq(reader.busy), self.wr_busy.eq(writer.busy)]
+        m.submodules.axi_monitor = mon = AxiMonitor(data_bytes=cfg.data_bytes)
+        m.submodules.axil_monitor = lite = AxiLiteMonitor(addr_bits=AXIL_ADDR_BITS)
+        watch(m, mon, join.bus)
+        watch(m, lite, port.axil)
+        m.d.comb += [
+            self.protocol_error.eq(mon.error | lite.error),
+            self.protocol_code.eq(Mux(mon.error, mon.code, lite.code)),
+        ]
 
         # ---- the register file: read data registered, as the port expects ----
         scratch = [Signal(32, name=f"scratch_{i}") for i in range(SCRATCH_WORDS)]
@@ -167,4 +181,5 @@ def generate_dma_top(cfg: DmaTopConfig, out_dir: Path) -> Path:
         return verilog.convert(DmaTop(cfg), name=cfg.module_name, emit_src=False)
 
     desc = {"config": cfg.to_dict()}
-    return emit(out_dir, cfg.module_name, desc, convert, extra_sources=[Path(__file__)])
+    sources = [Path(__file__), Path(__file__).with_name("axi_monitor.py")]
+    return emit(out_dir, cfg.module_name, desc, convert, extra_sources=sources)

@@ -21,25 +21,26 @@ import resource
 import time
 from pathlib import Path
 
-from cdm_qta.hw.config import AcceleratorConfig, ArrayConfig
+from cdm_qta.hw.config import ArrayConfig
 
 from .dma_top import DmaTopConfig, generate_dma_top
+from .sim_top import SimTopConfig, generate_sim_top
 from .toolchain import SIMULATORS, build, build_root
 
 __all__ = ["BuildReport", "Config", "SimTarget", "Top"]
 
-Config = ArrayConfig | AcceleratorConfig | DmaTopConfig
+Config = ArrayConfig | SimTopConfig | DmaTopConfig
 
 
 class Top(enum.StrEnum):
     """The designs with a simulation flow."""
 
     ARRAY = "array"  #: :class:`~cdm_qta.hw.core.ArrayCore` (ArrayConfig)
-    ACCELERATOR = "accelerator"  #: :class:`~cdm_qta.hw.accelerator.Accelerator`
+    ACCELERATOR = "accelerator"  #: the accelerator with DRAM and monitors (SimTopConfig)
     DMA = "dma"  #: :class:`~cdm_qta.tb.dma_top.DmaTop`, the DMA engines' test top
 
 
-_CONFIG_OF = {Top.ARRAY: ArrayConfig, Top.ACCELERATOR: AcceleratorConfig, Top.DMA: DmaTopConfig}
+_CONFIG_OF = {Top.ARRAY: ArrayConfig, Top.ACCELERATOR: SimTopConfig, Top.DMA: DmaTopConfig}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +98,7 @@ class SimTarget:
 
             return generate(self.config, out)  # type: ignore[arg-type]
         if self.top == Top.ACCELERATOR:
-            from cdm_qta.hw.generate import generate_accelerator
-
-            return generate_accelerator(self.config, out)  # type: ignore[arg-type]
+            return generate_sim_top(self.config, out)  # type: ignore[arg-type]
         return generate_dma_top(self.config, out)  # type: ignore[arg-type]
 
     def build(self, *, waves: bool = False, label: str = "build") -> BuildReport:

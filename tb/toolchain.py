@@ -23,6 +23,7 @@ from xml.etree import ElementTree
 
 __all__ = [
     "AXI_WARNINGS",
+    "DEFAULT_SEED",
     "MIN_VERILATOR",
     "SIMULATORS",
     "SimulatorMissing",
@@ -282,8 +283,15 @@ def build_root() -> Path:
     return Path(os.environ.get("CDM_QTA_BUILD", Path.cwd() / "build")).resolve()
 
 
-def seed_from_env() -> int:
-    """``$CDM_QTA_SEED`` to reproduce a failing run, else a fresh random seed."""
-    import numpy as np
+#: The seed of every randomised test unless the environment says otherwise (CI is repeatable).
+DEFAULT_SEED = 20261202
 
-    return int(os.environ.get("CDM_QTA_SEED", np.random.SeedSequence().entropy % 2**31))
+
+def seed_from_env() -> int:
+    """The seed of a randomised run: ``$CDM_QTA_SEED`` to reproduce one; a fresh random seed
+    with ``CDM_QTA_RANDOM=1`` (explore; the seed is printed); else :data:`DEFAULT_SEED`."""
+    if "CDM_QTA_SEED" in os.environ:
+        return int(os.environ["CDM_QTA_SEED"])
+    if os.environ.get("CDM_QTA_RANDOM") == "1":
+        return int.from_bytes(os.urandom(4), "little") % 2**31
+    return DEFAULT_SEED

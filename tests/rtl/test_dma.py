@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from regression import run_regression
 
 from cdm_qta.hw.dma import CMD_TO_ADDR, dma_command_layout, dma_error_layout
+from cdm_qta.tb.axi_monitor import Rule
 from cdm_qta.tb.dma_top import AXIL_ADDR_BITS, ID_MAGIC, DmaTopConfig
 from cdm_qta.tb.stimulus import pauses, start_clock
 from cdm_qta.tb.targets import SimTarget, Top
@@ -218,6 +219,13 @@ class DmaTB:
         dut.rst.value = 0
         await RisingEdge(dut.clk)
         cocotb.start_soon(self._cycle_loop())
+        cocotb.start_soon(self._watch_protocol())
+
+    async def _watch_protocol(self) -> None:
+        """An AXI rule broken anywhere fails the test at once, by name."""
+        await RisingEdge(self.dut.protocol_error)
+        rule = Rule(self.dut.protocol_code.value.to_unsigned())
+        raise AssertionError(f"AXI protocol violation: {rule.description}")
 
     # -- the one per-cycle coroutine -------------------------------------------------------
 

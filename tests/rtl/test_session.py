@@ -12,12 +12,13 @@ from regression import require_simulator
 
 from cdm_qta import golden
 from cdm_qta.hw.config import AcceleratorConfig, ArrayConfig
-from cdm_qta.hw.isa import Fence, Load
+from cdm_qta.hw.isa import Fence, Load, Store
 from cdm_qta.hw.regs import COUNTERS
 from cdm_qta.sw.golden_backend import GoldenBackend
 from cdm_qta.sw.rtl_backend import RtlBackend
 from cdm_qta.sw.runtime import run_gemm
 from cdm_qta.tb.session import JobFailed, SimSession, SimulationFailed, run_job
+from cdm_qta.tb.sim_top import SimTopConfig
 from cdm_qta.tb.targets import SimTarget, Top
 
 CFG = AcceleratorConfig.small(4, dram_size=1 << 16)
@@ -53,7 +54,7 @@ def test_rtl_backend_runs_many_programs_in_one_simulator(sim: str) -> None:
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_a_failing_job_is_an_error_that_names_the_log(sim: str) -> None:
     require_simulator(sim)
-    target = SimTarget(sim, Top.ACCELERATOR, CFG)
+    target = SimTarget(sim, Top.ACCELERATOR, SimTopConfig(accel=CFG, dram_bytes=1 << 16))
     session = SimSession(target, label="failing_job")
     with session:
         with pytest.raises(JobFailed, match=r"unknown job 'no_such_job'.*\.log"):
@@ -66,13 +67,20 @@ def test_a_failing_job_is_an_error_that_names_the_log(sim: str) -> None:
 
 @pytest.mark.sim
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
-def test_a_hung_program_fails_within_its_cycle_budget(sim: str) -> None:
-    """A STORE that waits for a token nobody pushes: an error within the derived budget."""
+def test_hangs_end_in_a_deadlock_error_or_the_cycle_budget(sim: str) -> None:
+    """A STORE waiting for a token nobody pushes: the accelerator's deadlock detector ends it
+    (the golden back end reports the same); a run past its cycle budget is a JobFailed."""
     require_simulator(sim)
-    from cdm_qta.hw.isa import Store
-
-    with RtlBackend(sim, CFG) as rtl, pytest.raises(JobFailed, match="still busy after"):
-        rtl.run([Store(rows=1, row_bytes=4, pop_prev=True), Fence()])
+    hung = [Store(rows=1, row_bytes=4, pop_prev=True), Fence()]
+    with RtlBackend(sim, CFG) as rtl:
+        stats = rtl.run(hung)
+        want = GoldenBackend(CFG, predict_cycles=False).run(hung)
+        assert stats.errors["deadlock"] == want.errors["deadlock"] == 1
+        assert stats.cycles is not None and stats.cycles < 100
+        assert rtl.run([Fence()]).ok
+        long = [Load(rows=200, row_bytes=4, stride=4), Fence()]
+        with pytest.raises(JobFailed, match="still busy after 30 cycles"):
+            rtl.session.call("run", words=[i.encode() for i in long], max_cycles=30)
 
 
 @pytest.mark.sim
