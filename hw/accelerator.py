@@ -20,9 +20,10 @@ output. The register map is :mod:`cdm_qta.hw.regs`; the instructions are :mod:`c
 Deadlock recovery: once no engine of a fetched program can move (each is idle or waits for a
 token), the dispatcher cannot hand out its next instruction, and the fetch has fetched
 everything or waits for room in the full queue, no token can ever be pushed again. After
-:data:`DEADLOCK_CYCLES` such cycles the accelerator sets the ``deadlock`` error and flushes: every instruction not yet started is dropped unexecuted (no
-tokens, not retired), the token counters are cleared, and ``done`` rises, so a wrong program
-fails in a few cycles instead of hanging its host.
+:data:`DEADLOCK_CYCLES` such cycles the accelerator sets the ``deadlock`` error and flushes:
+every instruction not yet started is dropped unexecuted (no tokens, not retired), the token
+counters are cleared, and ``done`` rises, so a wrong program fails in a few cycles instead of
+hanging its host.
 """
 
 from __future__ import annotations
