@@ -107,7 +107,10 @@ def save_npz(path: Path, c: NDArray[np.int32]) -> None:
     write_atomic(path.resolve(), buf.getvalue())
 
 
-def _operands(args: argparse.Namespace) -> tuple[NDArray[np.int8], NDArray[np.int8]]:
+def _shape(
+    args: argparse.Namespace,
+) -> tuple[tuple[int, int, int], tuple[NDArray[np.int8], NDArray[np.int8]] | None]:
+    """``(m, k, n)`` of the GEMM, and the operands if ``--npz`` gave them (validated)."""
     if args.npz is not None:
         a, b = load_npz(args.npz, args.trans_a, args.trans_b)
         m, k = (a.shape[1], a.shape[0]) if args.trans_a else a.shape
@@ -115,15 +118,22 @@ def _operands(args: argparse.Namespace) -> tuple[NDArray[np.int8], NDArray[np.in
         for flag, want, got in (("--m", args.m, m), ("--k", args.k, k), ("--n", args.n, n)):
             if want is not None and want != got:
                 raise ValueError(f"{flag} {want} disagrees with --npz {args.npz} ({got})")
-        return a, b
+        return (int(m), int(k), int(n)), (a, b)
     if args.m is None or args.k is None or args.n is None:
         raise ValueError("--m, --k and --n are required unless --npz gives the operands")
     for flag, v in (("--m", args.m), ("--k", args.k), ("--n", args.n)):
         if v < 1:
             raise ShapeError(f"{flag} must be at least 1, not {v}")
+    return (args.m, args.k, args.n), None
+
+
+def _random_operands(
+    args: argparse.Namespace, m: int, k: int, n: int
+) -> tuple[NDArray[np.int8], NDArray[np.int8]]:
+    """Seeded random operands, made only once the shape is known to run (compiled)."""
     rng = np.random.default_rng(args.seed)
-    a_shape = (args.k, args.m) if args.trans_a else (args.m, args.k)
-    b_shape = (args.n, args.k) if args.trans_b else (args.k, args.n)
+    a_shape = (k, m) if args.trans_a else (m, k)
+    b_shape = (n, k) if args.trans_b else (k, n)
     return rand_int(rng, a_shape).astype(np.int8), rand_int(rng, b_shape).astype(np.int8)
 
 
@@ -145,10 +155,11 @@ def _compile(
 
 def run(args: argparse.Namespace) -> int:
     cfg = make_config(args.array_n, args.sram_rows)
-    a, b = _operands(args)
-    m, k = (a.shape[1], a.shape[0]) if args.trans_a else a.shape
-    n = b.shape[0] if args.trans_b else b.shape[1]
-    program, predicted = _compile(args, cfg, int(m), int(k), int(n))
+    (m, k, n), given = _shape(args)
+    # Compiling checks the shape against the accumulator, the SRAMs and the DRAM window
+    # before a single operand byte is allocated.
+    program, predicted = _compile(args, cfg, m, k, n)
+    a, b = given if given is not None else _random_operands(args, m, k, n)
     with make_backend(args.backend, cfg) as backend:
         c, stats = execute(backend, program, a, b)
     ref = gemm(a.T if args.trans_a else a, b.T if args.trans_b else b).astype(np.int32)

@@ -194,3 +194,46 @@ def test_an_executor_sees_the_stored_int8_operands_and_must_match_golden() -> No
 
     with pytest.raises(ValueError, match="the executor returned"):
         lora_quantized(x, w, a, b, dy, executor=wrong)
+
+
+#: The scale shape every operand must have, per GEMM, for a layer of n tokens, d_in inputs,
+#: d_out outputs and rank r: written out here, independently of GemmOp.a_axis/b_axis.
+def expected_scale_shapes(n: int, d_in: int, d_out: int, r: int) -> dict[str, tuple]:
+    token, tensor = (n, 1), (1, 1)
+    return {
+        "fwd_base": (token, tensor),  # X per token, W per tensor
+        "fwd_down": (token, tensor),  # X per token, A per tensor
+        "fwd_up": (token, tensor),  # H per token, B per tensor
+        "bwd_dh": (token, tensor),  # dY per token, B per tensor
+        "bwd_dx_base": (token, tensor),  # dY per token, W per tensor
+        "bwd_dx_down": (token, tensor),  # dH per token, A per tensor
+        "wgrad_a": ((1, d_in), (1, r)),  # X per input channel, dH per rank column
+        "wgrad_b": ((1, d_out), (1, r)),  # dY per output channel, H per rank column
+    }
+
+
+def test_every_gemm_quantizes_along_its_documented_axis() -> None:
+    n, d_in, d_out, r = 24, 40, 32, 4
+    res = lora_quantized(*layer(SEED, n, d_in, d_out, r))
+    want = expected_scale_shapes(n, d_in, d_out, r)
+    assert [run.op.name for run in res.runs] == list(want)
+    for run in res.runs:
+        got = (run.a_q.scale.shape, run.b_q.scale.shape)
+        assert got == want[run.op.name], (run.op.name, got)
+
+
+def test_the_wrong_axis_loses_the_small_channels() -> None:
+    """Tokens (rows of X, dY) and output channels (columns of dY) spanning six orders of
+    magnitude: per-token / per-channel scales keep the small ones accurate, a per-tensor scale
+    would round them all to zero. Quantize along the wrong axis and this test fails."""
+    x, w, a, b, dy = layer(SEED + 1)
+    n, d_out = dy.shape
+    token_mag = np.logspace(-3, 3, n, dtype=np.float32)[:, None]
+    channel_mag = np.logspace(-3, 3, d_out, dtype=np.float32)[None, :]
+    x, dy = x * token_mag, dy * token_mag * channel_mag
+    ref = lora_fp32(x, w, a, b, dy)
+    res = lora_quantized(x, w, a, b, dy)
+    small_tokens = slice(0, n // 4)  # magnitudes 1e-3 .. ~3e-2
+    assert rel_error(res.Y[small_tokens], ref.Y[small_tokens]) < 0.02
+    small_channels = slice(0, d_out // 4)  # rows of dB for the smallest output channels
+    assert rel_error(res.dB[small_channels], ref.dB[small_channels]) < 0.04

@@ -72,6 +72,46 @@ def test_golden_reproduces_the_stored_int8_path(v: LayerVectors) -> None:
         assert np.array_equal(run.acc, g.acc.astype(np.int64)), run.op.name
 
 
+def from_scratch_scales(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """The paper's S = Xmax / (2^(q-1) - 1), in float32, written out again here."""
+    mags = np.abs(x.astype(np.float32))
+    xmax = mags.max() if axis is None else mags.max(axis=1 - axis)
+    return (np.asarray(xmax, np.float32) / np.float32(127)).reshape(-1)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("torch"), reason="needs torch==2.13.0")
+@pytest.mark.parametrize("v", LAYERS, ids=IDS)
+def test_stored_int8_operands_agree_with_torchs_quantizer(v: LayerVectors) -> None:
+    """An independent check of the committed vectors (the code under test wrote them): scales
+    from scratch, integers from torch's own per-tensor / per-channel quantizer."""
+    import warnings
+
+    import torch
+
+    checked = 0
+    for g in v.gemms.values():
+        for side in ("a", "b"):
+            source = getattr(g.op, side)
+            if source not in v.tensors:
+                continue  # H and dH are intermediate results, not stored inputs
+            axis = g.op.a_axis if side == "a" else g.op.b_axis
+            x = np.asarray(v[source], np.float32)
+            scale = from_scratch_scales(x, axis)
+            np.testing.assert_array_equal(scale, getattr(g, f"{side}_scale"))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch deprecates qint8 tensors
+                t = torch.from_numpy(x)
+                if axis is None:
+                    q = torch.quantize_per_tensor(t, float(scale[0]), 0, torch.qint8)
+                else:
+                    zeros = torch.zeros(scale.size, dtype=torch.long)
+                    s64 = torch.from_numpy(scale.astype(np.float64))
+                    q = torch.quantize_per_channel(t, s64, zeros, axis, torch.qint8)
+            np.testing.assert_array_equal(q.int_repr().numpy(), getattr(g, side))
+            checked += 1
+    assert checked >= 10
+
+
 @pytest.mark.parametrize("v", LAYERS, ids=IDS)
 def test_dequantized_results_match_torch_fp32(v: LayerVectors) -> None:
     ref = lora_fp32(v["X"], v["W"], v["A"], v["B"], v["dY"])

@@ -236,15 +236,19 @@ def test_cycle_model_detects_deadlock_and_matches_timing() -> None:
     assert three.cycles == ws_cycles(4, 4, 10, tiles=3)
 
 
-def test_auto_ranks_dataflows_by_predicted_cycles() -> None:
-    cfg = AcceleratorConfig()
-    for shape in [(4096, 320, 4), (64, 64, 64), (1, 320, 320), (4096, 4, 320)]:
-        best, cands = choose_dataflow(cfg, *shape)
-        cycles = {d.name: p.prediction.cycles for d, p in cands.items()}  # type: ignore[union-attr]
-        print(shape, cycles, "->", best.dataflow.name)
-        assert best.prediction.cycles == min(cycles.values())
-    # a LoRA-shaped GEMM (rank 4 output) streams A through WS with all four columns busy
-    assert choose_dataflow(cfg, 4096, 320, 4)[0].dataflow == Dataflow.WS
+@pytest.mark.xfail(
+    strict=True,
+    reason="the estimate cycle model ignores DMA and store traffic and ranks LoRA-up and QK^T "
+    "shapes OS-first; the exact model of issue 12 must make this pass (strict: it then fails "
+    "as XPASS until this mark goes)",
+)
+def test_auto_picks_what_the_rtl_measured_faster() -> None:
+    """Shapes whose faster dataflow the RTL measured (issue 4's benchmark at N=16, the paper's
+    shapes / 4): LoRA up 1024x4x80 WS 5,986 vs OS 11,613 cycles; QK^T 1024x10x19 WS 4,186 vs
+    OS 5,273. (tests/rtl/test_session.py checks the choice against hardware counters.)"""
+    cfg = AcceleratorConfig.scaled(16)
+    assert choose_dataflow(cfg, 1024, 4, 80)[0].dataflow == Dataflow.WS
+    assert choose_dataflow(cfg, 1024, 10, 19)[0].dataflow == Dataflow.WS
 
 
 def test_auto_falls_back_when_one_dataflow_cannot_fit() -> None:
