@@ -29,7 +29,7 @@ from typing import Any, Self
 
 from .channel import CHANNEL_ENV, TOP_ENV, Channel, ChannelClosed, ChannelTimeout
 from .targets import BuildReport, SimTarget
-from .toolchain import AXI_WARNINGS, TestRun, run_tests
+from .toolchain import AXI_WARNINGS, SimRun, run_tests
 
 __all__ = ["JobFailed", "SimSession", "SimulationFailed", "run_job"]
 
@@ -81,7 +81,7 @@ class SimSession:
         self.info: dict[str, Any] = {}
         self._channel: Channel | None = None
         self._thread: threading.Thread | None = None
-        self._run: TestRun | None = None
+        self._run: SimRun | None = None
         self._error: BaseException | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._reported = False  # a failure was already raised to the caller
@@ -162,7 +162,7 @@ class SimSession:
             return f" ({self._run.describe()})"
         return f"; log {self.log_file}"
 
-    def close(self) -> TestRun | None:
+    def close(self) -> SimRun | None:
         """Tell the simulator to finish, wait for it, and fail if it did not end cleanly."""
         channel, self._channel = self._channel, None
         if channel is not None:

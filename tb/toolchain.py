@@ -26,8 +26,8 @@ __all__ = [
     "DEFAULT_SEED",
     "MIN_VERILATOR",
     "SIMULATORS",
+    "SimRun",
     "SimulatorMissing",
-    "TestRun",
     "build",
     "build_root",
     "prepare_verilator",
@@ -172,7 +172,7 @@ def build(
 
 
 @dataclasses.dataclass(frozen=True)
-class TestRun:
+class SimRun:
     """The outcome of one simulator run of a cocotb test module."""
 
     tests: int
@@ -208,9 +208,9 @@ def run_tests(
     seed: int | None = None,
     waves: bool = False,
     log_file: Path | None = None,
-) -> TestRun:
+) -> SimRun:
     """Run a cocotb test module on the design built in ``build_dir``; never raises for a
-    failing simulation: the caller reads :class:`TestRun` (tests, failures, skips, exit code).
+    failing simulation: the caller reads :class:`SimRun` (tests, failures, skips, exit code).
 
     A simulator that crashes, exits non-zero or writes no results is a failure even if the
     results file it left looks clean; cocotb's runner reports these by ``SystemExit``.
@@ -245,8 +245,13 @@ def run_tests(
             waves=waves,
             log_file=log_file,
         )
-    except SystemExit as exc:  # the runner's way of reporting failures and simulator crashes
+    except SystemExit as exc:  # the runner's way of reporting failures under pytest
         exit_code = exc.code if isinstance(exc.code, int) else 1
+    except RuntimeError as exc:  # ... and of a simulator that exited non-zero
+        match = re.search(r"return code: (-?\d+)", str(exc))
+        if match is None:
+            raise
+        exit_code = int(match[1]) or 1
     seconds = time.perf_counter() - start
     try:
         tests, failed, skipped = read_results(results)
@@ -255,7 +260,7 @@ def run_tests(
         exit_code = exit_code or 1
     else:
         results.unlink(missing_ok=True)
-    return TestRun(tests, failed, skipped, exit_code, results, log_file, seconds)
+    return SimRun(tests, failed, skipped, exit_code, results, log_file, seconds)
 
 
 def read_results(path: Path) -> tuple[int, int, tuple[str, ...]]:

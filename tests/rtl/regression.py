@@ -16,9 +16,15 @@ from pathlib import Path
 import pytest
 
 from cdm_qta.tb.targets import SimTarget
-from cdm_qta.tb.toolchain import AXI_WARNINGS, run_tests, seed_from_env, simulator_available
+from cdm_qta.tb.toolchain import (
+    AXI_WARNINGS,
+    SimRun,
+    run_tests,
+    seed_from_env,
+    simulator_available,
+)
 
-__all__ = ["require_simulator", "run_regression"]
+__all__ = ["judge", "require_simulator", "run_regression"]
 
 
 def _tail(path: Path | None, lines: int = 80) -> str:
@@ -65,10 +71,13 @@ def run_regression(
         log_file=target.log_file(label),
     )
     print(f"{target}: {run.describe()} in {run.seconds:.1f} s")
+    judge(run, f"{target} (seed {seed})")
+
+
+def judge(run: SimRun, what: str) -> None:
+    """Turn a simulator run into the pytest outcome: a failure that shows the end of the log
+    for anything but a clean pass, a visible skip (with the reasons) for skipped cocotb tests."""
     if not run.ok:
-        pytest.fail(
-            f"{target} (seed {seed}): {run.describe()}\n--- end of the log ---\n"
-            + _tail(run.log_file)
-        )
+        pytest.fail(f"{what}: {run.describe()}\n--- end of the log ---\n" + _tail(run.log_file))
     if run.skipped:
         pytest.skip(f"cocotb skipped {'; '.join(run.skipped)} (see {run.log_file})")
