@@ -23,8 +23,8 @@ Semantics (N = array size, W = DRAM bus bytes, R = SRAM row bytes: N for the inp
 buffers, 4N for the output buffer):
 
 LOAD   ``buffer`` (INPUT/WEIGHT) row ``sram_row + r`` bytes ``[0, row_bytes)`` <-
-       DRAM ``[dram_addr + r*stride, + row_bytes)`` for ``r < rows``. Bytes at and above
-       ``row_bytes`` in those SRAM rows are unspecified (compute never reads them).
+       DRAM ``[dram_addr + r*stride, + row_bytes)`` for ``r < rows``; bytes at and above
+       ``row_bytes`` in those SRAM rows become zero (the DMA delivers whole rows).
 COMPUTE ``dataflow`` WS: weights = weight rows ``b_row .. b_row+k-1`` (lanes < c), inputs = input
        rows ``a_row .. a_row+m-1`` (lanes < k); ``k, c <= N``, any ``m``.
        OS: input rows ``a_row .. a_row+k-1`` hold columns of A (lanes < m), weight rows

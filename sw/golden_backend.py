@@ -115,6 +115,12 @@ class GoldenBackend(Backend):
         Choose the next engine step at random (adversarial engine speeds); default round-robin.
     predict_cycles : bool
         Fill the timing counters from :func:`cdm_qta.sw.cycle_model.predict` (``timing="model"``).
+    sram_zeroed : bool
+        Start the SRAMs at zero, as the simulated RTL does; by default they start with a fixed
+        non-zero pattern, so a program that reads rows it never loaded shows it in its results.
+
+    State carries over from run to run as in the hardware: SRAM contents and the token
+    counters (a deadlock's flush clears the counters).
     """
 
     name = "golden"
@@ -125,17 +131,45 @@ class GoldenBackend(Backend):
         *,
         scheduler: random.Random | None = None,
         predict_cycles: bool = True,
+        sram_zeroed: bool = False,
     ) -> None:
         super().__init__(cfg)
         self._rng = scheduler
         self._predict = predict_cycles
         n = cfg.n
         self.dram = _Dram(cfg)
-        # Unwritten SRAM holds arbitrary bits in hardware; a fixed non-zero pattern makes reads
-        # of never-loaded rows visible in the results instead of silently reading zeros.
-        self.input = np.full((cfg.input_rows, n), 0x5A, dtype=np.uint8)
-        self.weight = np.full((cfg.weight_rows, n), 0xA5, dtype=np.uint8)
-        self.output = np.full((cfg.output_rows, n), 0x7E7E7E7E, dtype=np.int64)
+        fill = (0, 0, 0) if sram_zeroed else (0x5A, 0xA5, 0x7E7E7E7E)
+        self.input = np.full((cfg.input_rows, n), fill[0], dtype=np.uint8)
+        self.weight = np.full((cfg.weight_rows, n), fill[1], dtype=np.uint8)
+        self.output = np.full((cfg.output_rows, n), fill[2], dtype=np.int64)
+        self.tokens = dict.fromkeys(isa.TOKEN_QUEUES, 0)
+        self.faults: list[tuple[int, int]] = []
+
+    def set_faults(self, ranges: Sequence[tuple[int, int]]) -> None:
+        """DRAM byte ranges ``[start, end)`` whose bursts fail (SLVERR or DECERR: the DRAM model
+        answers every beat of such a burst with an error, zero data, and writes nothing)."""
+        self.faults = [(int(lo), int(hi)) for lo, hi in ranges]
+
+    def _faulty_bursts(self, x: Load | Store) -> list[tuple[int, int, int]]:
+        """``(row, first byte, end byte)`` of every burst of ``x`` that touches a fault range.
+
+        Bursts as the DMA cuts them (:mod:`cdm_qta.hw.dma`): one per row, split at 4 KB
+        boundaries and after 256 beats; the DRAM judges a burst by all its beats' bytes.
+        """
+        if not self.faults:
+            return []
+        w = self.cfg.dram_bus_bytes
+        bad = []
+        for r in range(x.rows):
+            start = addr = x.dram_addr + r * x.stride
+            left = x.row_bytes
+            while left > 0:
+                beats = min(-(-left // w), (4096 - addr % 4096) // w, 256)
+                end = addr + beats * w
+                if any(addr < hi and lo < end for lo, hi in self.faults):
+                    bad.append((r, addr - start, min(end - start, x.row_bytes)))
+                addr, left = end, left - beats * w
+        return bad
 
     def load(self, image: DramImage) -> None:
         self.dram.write(image.base, np.asarray(image.data, dtype=np.uint8))
@@ -189,14 +223,19 @@ class GoldenBackend(Backend):
             err = self._dma_error(x, self.cfg.input_row_bytes, rows_total)
             if err:
                 return _nothing, err
-            data = self.dram.read_rows(x.dram_addr, x.rows, x.row_bytes, x.stride)
+            # The DMA delivers whole SRAM rows: bytes at and above row_bytes are zero.
+            data = np.zeros((x.rows, self.cfg.input_row_bytes), dtype=np.uint8)
+            data[:, : x.row_bytes] = self.dram.read_rows(x.dram_addr, x.rows, x.row_bytes, x.stride)
+            faulty = self._faulty_bursts(x)
+            for r, lo, hi in faulty:
+                data[r, lo:hi] = 0  # a failed burst's beats carry zeros
             target = self.input if x.buffer == Buffer.INPUT else self.weight
 
             def finish_load() -> None:
-                target[x.sram_row : x.sram_row + x.rows, : x.row_bytes] = data
+                target[x.sram_row : x.sram_row + x.rows] = data
                 self._read_bytes += x.rows * x.row_bytes
 
-            return finish_load, ()
+            return finish_load, ("dma_read_bus",) if faulty else ()
         if isinstance(x, Store):
             row_bytes = self.cfg.output_row_bytes
             err = self._dma_error(x, row_bytes, self.cfg.output_rows)
@@ -204,12 +243,19 @@ class GoldenBackend(Backend):
                 return _nothing, err
             rows = self.output[x.sram_row : x.sram_row + x.rows].astype("<i4")
             raw = rows.view(np.uint8).reshape(x.rows, row_bytes)[:, : x.row_bytes].copy()
+            faulty = self._faulty_bursts(x)
 
             def finish_store() -> None:
+                keep = {
+                    r: self.dram.read(x.dram_addr + r * x.stride, x.row_bytes) for r, *_ in faulty
+                }
                 self.dram.write_rows(x.dram_addr, raw, x.stride)
+                for r, lo, hi in faulty:  # a failed burst writes nothing
+                    addr = x.dram_addr + r * x.stride
+                    self.dram.write(addr + lo, keep[r][lo:hi])
                 self._write_bytes += x.rows * x.row_bytes
 
-            return finish_store, ()
+            return finish_store, ("dma_write_bus",) if faulty else ()
         if isinstance(x, Compute):
             err = self._compute_error(x)
             if err:
@@ -288,7 +334,7 @@ class GoldenBackend(Backend):
         enabled until taken), so the result equals the hardware's.
         """
         depth = self.cfg.engine_queue_depth
-        tokens = dict.fromkeys(isa.TOKEN_QUEUES, 0)
+        tokens = self.tokens
         queues: dict[Engine, list[tuple[int, Instruction]]] = {e: [] for e in Engine}
         inflight: dict[Engine, _Slot | None] = dict.fromkeys(Engine)
         cursor = retired = turn = 0
@@ -311,6 +357,7 @@ class GoldenBackend(Backend):
             if not steps:
                 if cursor < len(items) or any(queues.values()):
                     self._deadlock(items, cursor, queues, tokens, flag)
+                    self.tokens = dict.fromkeys(isa.TOKEN_QUEUES, 0)  # the flush clears them
                 return retired
             if self._rng is not None:
                 kind, eng = self._rng.choice(steps)
@@ -323,19 +370,19 @@ class GoldenBackend(Backend):
                 if isinstance(x, str):  # an undecodable word: dropped and retired here
                     retired += 1
                     flag("illegal_insn", idx, x)
-                elif eng is None:  # a FENCE: retired here
-                    retired += 1
-                    if x.illegal_flags:
-                        flag("illegal_insn", idx, x)
                 else:
-                    queues[eng].append((idx, x))
+                    if x.illegal_flags:  # flagged when dispatched, as the hardware does
+                        flag("illegal_insn", idx, x)
+                    if eng is None:  # a FENCE: retired here
+                        retired += 1
+                    else:
+                        queues[eng].append((idx, x))
             elif kind == "start":
                 assert eng is not None
                 idx, x = queues[eng].pop(0)
                 for q in isa.pops(x):
                     tokens[q] -= 1
                 if x.illegal_flags:  # skipped, as the ISA says; its legal tokens still flow
-                    flag("illegal_insn", idx, x)
                     inflight[eng] = _Slot(x, _nothing, isa.pushes(x))
                     continue
                 finish, errs = self._start(x)
