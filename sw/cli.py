@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "bench": "cdm_qta.sw.bench",
     "trace": "cdm_qta.sw.trace",
     "gemm": "cdm_qta.sw.gemm_cmd",
+    "synth": "cdm_qta.hw.synth",
+    "table1": "cdm_qta.sw.table1",
 }
 
 
