@@ -127,8 +127,9 @@ class Accelerator(wiring.Component):
         by_engine = {Engine.LOAD: load, Engine.COMPUTE: comp, Engine.STORE: store}
         window = {"dram_base": cfg.dram_base, "dram_size": cfg.dram_size}
         bus = {"data_bytes": cfg.dram_bus_bytes}
-        m.submodules.dma_read = rd = DmaReader(row_width=cfg.input_row_bytes, **bus, **window)
-        m.submodules.dma_write = wr = DmaWriter(row_width=cfg.output_row_bytes, **bus, **window)
+        dma = {"max_outstanding": cfg.dma_outstanding, **bus, **window}
+        m.submodules.dma_read = rd = DmaReader(row_width=cfg.input_row_bytes, **dma)
+        m.submodules.dma_write = wr = DmaWriter(row_width=cfg.output_row_bytes, **dma)
         m.submodules.fetch = fetch = FetchUnit(**bus, **window)
         m.submodules.read_arbiter = arb = AxiReadArbiter(ids=(FETCH_ID, DMA_READ_ID), **bus)
         m.submodules.axi_join = join = AxiJoin(**bus)

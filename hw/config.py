@@ -165,6 +165,14 @@ class AcceleratorConfig(EnvConfig):
         Instructions each engine's own queue holds between dispatch and the engine; with the
         token rules it decides which instructions of a wrong program run before it deadlocks,
         so the golden back end reads it too.
+    dma_outstanding : int
+        AXI bursts each DMA direction keeps in flight. A row is one burst, so with a DRAM read
+        latency of L cycles the load stream runs at ``min(1, dma_outstanding / (L + 2))`` rows
+        per cycle; 32 hides the simulated DRAM's 20-cycle latency with room to spare.
+    transfers_in_flight : int
+        LOAD (and STORE) instructions an engine has started but not finished: the next one's
+        DMA command goes out while the previous one's rows are still on the bus, so short
+        transfers do not each pay the DRAM latency.
 
     Each buffer is split into two halves by the compiler (ping-pong), so a load fills one half
     while compute reads the other; the hardware enforces only the dependency tokens.
@@ -190,6 +198,8 @@ class AcceleratorConfig(EnvConfig):
     dram_size: int = 1 << 30
     insn_queue_depth: int = 16
     engine_queue_depth: int = 4
+    dma_outstanding: int = 32
+    transfers_in_flight: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.array, ArrayConfig):
@@ -225,6 +235,14 @@ class AcceleratorConfig(EnvConfig):
             self,
             "engine_queue_depth",
             check_int("engine_queue_depth", self.engine_queue_depth, 1, 64),
+        )
+        object.__setattr__(
+            self, "dma_outstanding", check_int("dma_outstanding", self.dma_outstanding, 1, 256)
+        )
+        object.__setattr__(
+            self,
+            "transfers_in_flight",
+            check_int("transfers_in_flight", self.transfers_in_flight, 1, 64),
         )
 
     @classmethod
@@ -321,7 +339,7 @@ class DramTiming(EnvConfig):
     write_latency: int = 10
     beat_num: int = 1
     beat_den: int = 1
-    max_outstanding: int = 8
+    max_outstanding: int = 32
 
     def __post_init__(self) -> None:
         check_int("read_latency", self.read_latency, 2, 1 << 16)

@@ -1,15 +1,22 @@
 """The LOAD and STORE engines: DMA commands for DRAM <-> SRAM row transfers.
 
-Both engines execute their instructions one at a time and in order; the DMA behind them keeps
-several bursts in flight within one instruction. Their ends of the DMA interfaces follow
-:mod:`cdm_qta.hw.dma`: a command, one row beat per DRAM row, and one ``done`` beat per command
-that carries the error bits (a command the DMA rejects moves no data).
+Both engines execute their instructions in order and pipelined: an instruction's DMA command
+goes out as soon as its tokens are there, while up to ``transfers_in_flight`` older ones still
+move data (the DMA behind them keeps ``dma_outstanding`` bursts in flight), so a stream of
+short transfers pays the DRAM latency once, not per instruction. Each instruction retires, and
+pushes its token, when the DMA reports it ``done``, oldest first; one that moves nothing
+(out of range, illegal flags) waits until the older ones have retired.
+
+Their ends of the DMA interfaces follow :mod:`cdm_qta.hw.dma`: a command, one row beat per DRAM
+row, and one ``done`` beat per command that carries the error bits (a command the DMA rejects
+moves no data and sends only its ``done``, after every older command's).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
@@ -79,73 +86,96 @@ class LoadEngine(wiring.Component):
         m = Module()
         cfg = self._cfg
         insn = self.insn.payload
-        buffer = Signal()
-        base = Signal.like(insn.sram_row)
-        index = Signal.like(insn.rows)
-        push = Signal()
+        desc = data.StructLayout(
+            {
+                "buffer": 1,
+                "base": len(insn.sram_row),
+                "row_bytes": len(insn.row_bytes),
+                "push": 1,
+            }
+        )
+        # Transfers whose command went (or goes) to the DMA, oldest first: rows arrive in this
+        # order, so the head says where the current row lands.
+        m.submodules.started = started = SyncFIFO(width=desc.size, depth=cfg.transfers_in_flight)
+        # Transfers whose last row has landed and whose `done` (with its errors) has not come.
+        m.submodules.landed = landed = SyncFIFO(width=1, depth=cfg.transfers_in_flight)
+        head = data.View(desc, started.r_data)
         cmd = Signal(dma_command_layout())
+        cmd_pending = Signal()
+        index = Signal.like(insn.rows)
+        outstanding = started.r_rdy | landed.r_rdy
 
         tokens_ok = ~insn.pop_next | self.has_next
         limit = Signal(range(max(cfg.input_rows, cfg.weight_rows) + 1))
         m.d.comb += limit.eq(Mux(insn.buffer == Buffer.WEIGHT, cfg.weight_rows, cfg.input_rows))
         in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= limit)
+        good = in_range & ~self.skip
+        # A transfer that moves nothing retires when it is taken, so it waits for the older
+        # ones to retire: instructions retire (and push tokens) in program order.
+        room = Mux(good, started.w_rdy & (~cmd_pending | self.dma_cmd.ready), ~outstanding)
+        take = intake(m, self, tokens_ok, ["pop_next"], room)
 
+        # ---- issue: one command register, refilled in the cycle the DMA takes it ----
         m.d.comb += [
+            self.dma_cmd.valid.eq(cmd_pending),
             self.dma_cmd.payload.eq(cmd),
-            self.wr_data.eq(self.dma_row.payload.data.as_value()),
+            started.w_en.eq(take & good),
+            started.w_data.eq(
+                Cat(insn.buffer == Buffer.WEIGHT, insn.sram_row, insn.row_bytes, insn.push_next)
+            ),
         ]
-        with m.FSM(name="load") as fsm:
-            with m.State("Idle"):
-                take = intake(m, self, tokens_ok, ["pop_next"])
-                with m.If(take):
-                    m.d.sync += [
-                        buffer.eq(insn.buffer),
-                        base.eq(insn.sram_row),
-                        index.eq(0),
-                        push.eq(insn.push_next),
-                        cmd.dram_addr.eq(insn.dram_addr),
-                        cmd.stride.eq(insn.stride),
-                        cmd.rows.eq(insn.rows),
-                        cmd.row_bytes.eq(insn.row_bytes),
-                    ]
-                    with m.If(in_range & ~self.skip):
-                        m.next = "Issue"
-                    with m.Else():
-                        # Outside the buffer (or illegal flags): nothing moves, tokens flow.
-                        m.d.comb += [
-                            self.range_error.eq(~self.skip),
-                            self.retire.eq(1),
-                            self.push_next.eq(insn.push_next),
-                        ]
-            with m.State("Issue"):
-                m.d.comb += [self.dma_cmd.valid.eq(1), self.wait_bus.eq(~self.dma_cmd.ready)]
-                with m.If(self.dma_cmd.ready):
-                    m.next = "Transfer"
-            with m.State("Transfer"):
-                m.d.comb += [
-                    self.dma_row.ready.eq(1),
-                    self.dma_done.ready.eq(1),
-                    self.wait_bus.eq(~self.dma_row.valid & ~self.dma_done.valid),
-                ]
-                with m.If(self.dma_row.valid):
-                    m.d.sync += index.eq(index + 1)
-                    m.d.comb += [
-                        self.bytes.eq(cmd.row_bytes),
-                        self.in_wr_en.eq(buffer == Buffer.INPUT),
-                        self.w_wr_en.eq(buffer == Buffer.WEIGHT),
-                    ]
-                with m.If(self.dma_done.valid):
-                    m.d.comb += [
-                        self.dma_error.eq(self.dma_done.payload),
-                        self.retire.eq(1),
-                        self.push_next.eq(push),
-                    ]
-                    m.next = "Idle"
+        with m.If(take & good):
+            m.d.sync += [
+                cmd_pending.eq(1),
+                cmd.dram_addr.eq(insn.dram_addr),
+                cmd.stride.eq(insn.stride),
+                cmd.rows.eq(insn.rows),
+                cmd.row_bytes.eq(insn.row_bytes),
+            ]
+        with m.Elif(self.dma_cmd.ready):
+            m.d.sync += cmd_pending.eq(0)
+        with m.If(take & ~good):
+            # Outside the buffer (or illegal flags): nothing moves, tokens flow.
+            m.d.comb += [
+                self.range_error.eq(~self.skip),
+                self.retire.eq(1),
+                self.push_next.eq(insn.push_next),
+            ]
+
+        # ---- rows land at the head transfer's rows; `done` retires the oldest landed one ----
         m.d.comb += [
-            self.in_wr_addr.eq(base + index),
-            self.w_wr_addr.eq(base + index),
-            self.busy.eq(self.insn.valid | ~fsm.ongoing("Idle")),
-            self.quiet.eq(fsm.ongoing("Idle")),
+            self.dma_row.ready.eq(started.r_rdy),
+            self.dma_done.ready.eq(outstanding),
+            self.wr_data.eq(self.dma_row.payload.data.as_value()),
+            self.in_wr_addr.eq(head.base + index),
+            self.w_wr_addr.eq(head.base + index),
+        ]
+        with m.If(self.dma_row.valid & started.r_rdy):
+            m.d.comb += [
+                self.bytes.eq(head.row_bytes),
+                self.in_wr_en.eq(~head.buffer),
+                self.w_wr_en.eq(head.buffer),
+            ]
+            with m.If(self.dma_row.payload.last):
+                m.d.sync += index.eq(0)
+                m.d.comb += [started.r_en.eq(1), landed.w_en.eq(1), landed.w_data.eq(head.push)]
+            with m.Else():
+                m.d.sync += index.eq(index + 1)
+        with m.If(self.dma_done.valid & outstanding):
+            m.d.comb += [self.dma_error.eq(self.dma_done.payload), self.retire.eq(1)]
+            with m.If(landed.r_rdy):
+                m.d.comb += [landed.r_en.eq(1), self.push_next.eq(landed.r_data)]
+            with m.Else():
+                # The DMA rejected the head's command (alignment, window): no rows, only the
+                # `done`, which the DMA sends after every older transfer's `done`.
+                m.d.comb += [started.r_en.eq(1), self.push_next.eq(head.push)]
+        m.d.comb += [
+            self.wait_bus.eq(
+                (cmd_pending & ~self.dma_cmd.ready)
+                | (outstanding & ~cmd_pending & ~self.dma_row.valid & ~self.dma_done.valid)
+            ),
+            self.busy.eq(self.insn.valid | outstanding),
+            self.quiet.eq(~outstanding),
         ]
         return m
 
@@ -180,82 +210,82 @@ class StoreEngine(wiring.Component):
     def elaborate(self, platform: object) -> Module:
         m = Module()
         cfg = self._cfg
+        insn = self.insn.payload
         m.submodules.rows = rows = RowStreamer(
             row_shape=self._out_row,
             addr_bits=self._addr_bits,
             count_bits=field_bits(Opcode.STORE, "rows"),
-            tag_shape=unsigned(1),
+            tag_shape=unsigned(len(insn.row_bytes)),  # each row's DRAM bytes, for the counter
         )
-        insn = self.insn.payload
-        push = Signal()
+        # Transfers started and not yet `done` (their push flags), oldest first.
+        m.submodules.started = started = SyncFIFO(width=1, depth=cfg.transfers_in_flight)
         cmd = Signal(dma_command_layout())
-        cmd_sent = Signal()
-        job_sent = Signal()
+        cmd_pending = Signal()
         job = Signal(rows.job.payload.shape())
+        job_pending = Signal()
 
         tokens_ok = ~insn.pop_prev | self.has_prev
         in_range = (insn.rows >= 1) & (insn.sram_row + insn.rows <= cfg.output_rows)
+        good = in_range & ~self.skip
+        free = (~cmd_pending | self.dma_cmd.ready) & (~job_pending | rows.job.ready)
+        # As in LOAD: a transfer that moves nothing waits for the older ones to retire.
+        room = Mux(good, started.w_rdy & free, ~started.r_rdy)
+        take = intake(m, self, tokens_ok, ["pop_prev"], room)
+
+        # ---- issue: the DMA command and the row reads go out independently ----
+        # (the DMA consumes every row even if it rejects the command, so the row side never
+        # depends on the outcome)
         m.d.comb += [
+            self.dma_cmd.valid.eq(cmd_pending),
             self.dma_cmd.payload.eq(cmd),
+            rows.job.valid.eq(job_pending),
             rows.job.payload.eq(job),
+            started.w_en.eq(take & good),
+            started.w_data.eq(insn.push_prev),
             self.out_rd_addr.eq(rows.rd_addr),
             self.out_rd_en.eq(rows.rd_en),
             rows.rd_data.eq(self.out_rd_data),
             self.dma_row.valid.eq(rows.rows.valid),
             self.dma_row.payload.data.eq(rows.rows.payload.data.as_value()),
             rows.rows.ready.eq(self.dma_row.ready),
-            self.bytes.eq(Mux(self.dma_row.valid & self.dma_row.ready, cmd.row_bytes, 0)),
+            self.bytes.eq(Mux(self.dma_row.valid & self.dma_row.ready, rows.rows.payload.tag, 0)),
         ]
-        busy = Signal()
-        with m.FSM(name="store") as fsm:
-            with m.State("Idle"):
-                take = intake(m, self, tokens_ok, ["pop_prev"])
-                with m.If(take):
-                    m.d.sync += [
-                        push.eq(insn.push_prev),
-                        cmd.dram_addr.eq(insn.dram_addr),
-                        cmd.stride.eq(insn.stride),
-                        cmd.rows.eq(insn.rows),
-                        cmd.row_bytes.eq(insn.row_bytes),
-                        job.start.eq(insn.sram_row),
-                        job.count.eq(insn.rows),
-                        cmd_sent.eq(0),
-                        job_sent.eq(0),
-                    ]
-                    with m.If(in_range & ~self.skip):
-                        m.next = "Run"
-                    with m.Else():
-                        m.d.comb += [
-                            self.range_error.eq(~self.skip),
-                            self.retire.eq(1),
-                            self.push_prev.eq(insn.push_prev),
-                        ]
-            with m.State("Run"):
-                # The command and the row reads start together; the DMA consumes every row
-                # even if it rejects the command, so the engine's side never changes.
-                m.d.comb += [
-                    busy.eq(1),
-                    self.dma_cmd.valid.eq(~cmd_sent),
-                    rows.job.valid.eq(~job_sent),
-                    self.dma_done.ready.eq(cmd_sent & job_sent),
-                    self.wait_bus.eq(
-                        (self.dma_row.valid & ~self.dma_row.ready)
-                        | (~cmd_sent & ~self.dma_cmd.ready)
-                    ),
-                ]
-                with m.If(self.dma_cmd.ready):
-                    m.d.sync += cmd_sent.eq(1)
-                with m.If(rows.job.ready):
-                    m.d.sync += job_sent.eq(1)
-                with m.If(self.dma_done.valid & cmd_sent & job_sent):
-                    m.d.comb += [
-                        self.dma_error.eq(self.dma_done.payload),
-                        self.retire.eq(1),
-                        self.push_prev.eq(push),
-                    ]
-                    m.next = "Idle"
+        with m.If(take & good):
+            m.d.sync += [
+                cmd_pending.eq(1),
+                cmd.dram_addr.eq(insn.dram_addr),
+                cmd.stride.eq(insn.stride),
+                cmd.rows.eq(insn.rows),
+                cmd.row_bytes.eq(insn.row_bytes),
+                job_pending.eq(1),
+                job.start.eq(insn.sram_row),
+                job.count.eq(insn.rows),
+                job.tag.eq(insn.row_bytes),
+            ]
+        with m.Else():
+            with m.If(self.dma_cmd.ready):
+                m.d.sync += cmd_pending.eq(0)
+            with m.If(rows.job.ready):
+                m.d.sync += job_pending.eq(0)
+        with m.If(take & ~good):
+            m.d.comb += [
+                self.range_error.eq(~self.skip),
+                self.retire.eq(1),
+                self.push_prev.eq(insn.push_prev),
+            ]
+        with m.If(self.dma_done.valid & started.r_rdy):
+            m.d.comb += [
+                self.dma_error.eq(self.dma_done.payload),
+                self.retire.eq(1),
+                self.push_prev.eq(started.r_data),
+                started.r_en.eq(1),
+            ]
         m.d.comb += [
-            self.busy.eq(self.insn.valid | busy | rows.busy),
-            self.quiet.eq(fsm.ongoing("Idle") & ~rows.busy),
+            self.dma_done.ready.eq(started.r_rdy),
+            self.wait_bus.eq(
+                (self.dma_row.valid & ~self.dma_row.ready) | (cmd_pending & ~self.dma_cmd.ready)
+            ),
+            self.busy.eq(self.insn.valid | started.r_rdy | rows.busy),
+            self.quiet.eq(~started.r_rdy & ~rows.busy),
         ]
         return m

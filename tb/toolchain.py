@@ -223,7 +223,11 @@ def run_tests(
         "PYTHONWARNINGS": "error::DeprecationWarning",
         **(extra_env or {}),
     }
-    results = build_dir / f"results-{os.getpid()}-{threading.get_ident()}-{time.time_ns()}.xml"
+    # Each run has its own working directory: the simulator writes its results and back-door
+    # files (the DRAM image) there, so concurrent sessions on one build never share a file.
+    run_dir = build_dir / "runs" / f"{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"
+    run_dir.mkdir(parents=True)
+    results = run_dir / "results.xml"
     test_filter = None
     if exclude and not testcase:
         names = "|".join(re.escape(name) for name in exclude)
@@ -236,7 +240,7 @@ def run_tests(
             hdl_toplevel=toplevel,
             hdl_toplevel_lang="verilog",
             build_dir=str(build_dir),
-            test_dir=str(build_dir),
+            test_dir=str(run_dir),
             results_xml=str(results),
             extra_env=env,
             testcase=testcase,
@@ -259,7 +263,8 @@ def run_tests(
         tests, failed, skipped = 0, 0, ()
         exit_code = exit_code or 1
     else:
-        results.unlink(missing_ok=True)
+        if exit_code == 0 and not failed:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a failing run's folder stays, to look at
     return SimRun(tests, failed, skipped, exit_code, results, log_file, seconds)
 
 
