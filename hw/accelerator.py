@@ -53,7 +53,14 @@ from .isa_layout import header_layout
 from .regs import CONTROL_BITS, COUNTER_BASE, COUNTERS, ERRORS, MAGIC, STATUS_BITS, Reg
 from .transfer import LoadEngine, StoreEngine
 
-__all__ = ["DEADLOCK_CYCLES", "DMA_READ_ID", "FETCH_ID", "REG_ADDR_BITS", "Accelerator"]
+__all__ = [
+    "DEADLOCK_CYCLES",
+    "DMA_READ_ID",
+    "FETCH_ID",
+    "REG_ADDR_BITS",
+    "RETIRE_BITS",
+    "Accelerator",
+]
 
 #: Byte address bits of the AXI4-Lite register port.
 REG_ADDR_BITS = 8
@@ -63,6 +70,8 @@ DEADLOCK_CYCLES = 4
 #: AXI read IDs: the instruction fetch and the LOAD engine's DMA share the read channel.
 FETCH_ID = 1
 DMA_READ_ID = 0
+#: Width of the ``retire`` trace port: one strobe per engine, then the dispatcher's.
+RETIRE_BITS = len(Engine) + 1
 
 
 class Accelerator(wiring.Component):
@@ -78,6 +87,10 @@ class Accelerator(wiring.Component):
     m_axi : Out(AXI4)        DRAM port of the DMA and the instruction fetch
     busy : Out               an instruction is queued or running (also STATUS[0])
     done : Out               a fetched program has finished (STATUS.done; an interrupt line)
+    retire : Out(4)          strobes: an instruction retired in LOAD, COMPUTE, STORE (bits 0-2,
+                             :class:`~cdm_qta.hw.isa.Engine` order) or the dispatcher (bit 3:
+                             FENCE, dropped words); a trace port, so a cycle model can be held
+                             to the cycle each instruction finished, not only to totals
     """
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
@@ -88,6 +101,7 @@ class Accelerator(wiring.Component):
                 "m_axi": Out(axi4_signature(data_bytes=cfg.dram_bus_bytes)),
                 "busy": Out(1),
                 "done": Out(1),
+                "retire": Out(RETIRE_BITS),
             }
         )
 
@@ -384,6 +398,7 @@ class Accelerator(wiring.Component):
             "dma_write_bytes": wr.beat_bytes,  # bytes really written (a rejected STORE: none)
         }
         assert tuple(increments) == COUNTERS
+        m.d.comb += self.retire.eq(Cat(*(by_engine[e].retire for e in Engine), dispatch_retire))
         counters = [Signal(64, name=f"count_{name}") for name in COUNTERS]
 
         new_errors = Cat(err[name] for name in ERRORS)

@@ -18,15 +18,32 @@ from .checks import check_int, check_pow2
 
 __all__ = [
     "CONFIG_ENV",
+    "INSN_BYTES",
     "AcceleratorConfig",
     "ArrayConfig",
     "Dataflow",
     "DramTiming",
     "EnvConfig",
+    "fetch_buffer_rows",
+    "fetch_row_bytes",
 ]
 
 #: The one environment variable that carries a configuration into a simulator process.
 CONFIG_ENV = "CDM_QTA_CONFIG"
+
+#: Bytes of one instruction word in DRAM (128 bits, little-endian).
+INSN_BYTES = 16
+
+
+def fetch_row_bytes(data_bytes: int) -> int:
+    """Bytes per instruction-fetch row on a ``data_bytes`` bus: whole words, whole beats."""
+    return max(INSN_BYTES, data_bytes)
+
+
+def fetch_buffer_rows(data_bytes: int) -> int:
+    """Fetch rows the fetch unit buffers (and so reads ahead): 32 words or 8 rows, whichever
+    is more, so a DRAM latency of ~30 cycles still streams one word per cycle."""
+    return max(8, 32 // (fetch_row_bytes(data_bytes) // INSN_BYTES))
 
 
 class Dataflow(enum.IntEnum):

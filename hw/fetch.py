@@ -16,8 +16,9 @@ while the queue takes them (rows of several words are unpacked one word per cycl
 
 The read channel is shared with the LOAD engine's DMA (one R channel, in order per slave), so
 the fetch must never hold read data it cannot take: a burst is requested only when a row of
-the :data:`ROW_BUFFER` is free for it. A full instruction queue then stops new requests
-instead of stopping the bus, and the LOAD whose data stands behind ours still gets it.
+the row buffer (:func:`~cdm_qta.hw.config.fetch_buffer_rows` rows) is free for it. A full
+instruction queue then stops new requests instead of stopping the bus, and the LOAD whose data
+stands behind ours still gets it.
 """
 
 from __future__ import annotations
@@ -27,21 +28,13 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import READ_MEMBERS
+from .config import INSN_BYTES, fetch_buffer_rows, fetch_row_bytes
 from .dma import DmaReader, dma_command_layout, dma_error_layout
 from .isa import INSN_BITS, Opcode, field_max
 
-__all__ = ["INSN_BYTES", "ROW_BUFFER", "FetchUnit", "fetch_row_bytes", "max_fetch_words"]
+__all__ = ["INSN_BYTES", "FetchUnit", "fetch_row_bytes", "max_fetch_words"]
 
-#: Bytes of one instruction word in DRAM (little-endian, as :meth:`Instruction.encode`).
-INSN_BYTES = INSN_BITS // 8
-#: Fetched rows buffered (and bursts in flight at most): enough to cover a DRAM latency of
-#: about that many cycles per row at full speed.
-ROW_BUFFER = 8
-
-
-def fetch_row_bytes(data_bytes: int) -> int:
-    """Bytes per fetch row on a ``data_bytes`` bus: whole instructions, whole bus beats."""
-    return max(INSN_BYTES, data_bytes)
+assert INSN_BYTES * 8 == INSN_BITS
 
 
 def max_fetch_words(data_bytes: int) -> int:
@@ -81,12 +74,13 @@ class FetchUnit(wiring.Component):
 
     def __init__(self, *, data_bytes: int, dram_base: int, dram_size: int) -> None:
         self._row = fetch_row_bytes(data_bytes)
+        self._buffer_rows = fetch_buffer_rows(data_bytes)
         self._reader = DmaReader(
             data_bytes=data_bytes,
             row_width=self._row,
             dram_base=dram_base,
             dram_size=dram_size,
-            max_outstanding=ROW_BUFFER,
+            max_outstanding=self._buffer_rows,
         )
         super().__init__(
             {
@@ -108,9 +102,10 @@ class FetchUnit(wiring.Component):
         per_row = self._row // INSN_BYTES
 
         # ---- the read port, with requests gated by a reserved buffer row each ----
-        m.submodules.rows = buf = fifo.SyncFIFO(width=8 * self._row, depth=ROW_BUFFER)
-        requested = Signal(range(ROW_BUFFER + 1))  # bursts asked for, not yet in `rows`
-        room = buf.level + requested < ROW_BUFFER
+        depth = self._buffer_rows
+        m.submodules.rows = buf = fifo.SyncFIFO(width=8 * self._row, depth=depth)
+        requested = Signal(range(depth + 1))  # bursts asked for, not yet in `rows`
+        room = buf.level + requested < depth
         for name in READ_MEMBERS:
             ours, theirs = getattr(self.axi, name), getattr(rd.axi, name)
             if name == "arvalid":

@@ -6,6 +6,10 @@
 * ``accel``: the paper's GEMM shapes (scaled) DRAM to DRAM through the whole accelerator in
   one simulator session: bit-exactness, cycles against the array alone, utilization, engine
   occupancy and wall-clock speed.
+* ``speed``: how fast the whole accelerator simulates, DRAM to DRAM, on the paper's projection
+  GEMM at several array sizes and both simulators, side by side with the array alone
+  (free-running) and NumPy's int32 matmul on the same GEMM, plus one real LoRA layer's eight
+  GEMMs chained through DRAM in one simulator launch; all measured in one run.
 """
 
 from __future__ import annotations
@@ -31,14 +35,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("bench", help="benchmarks (simulation speed, GEMM tables)")
     parser.add_argument(
         "what",
-        choices=["sim", "accel"],
-        help="sim: simulation speed of the array; accel: paper-shaped GEMMs DRAM to DRAM",
+        choices=["sim", "accel", "speed"],
+        help="sim: simulation speed of the array; accel: paper-shaped GEMMs DRAM to DRAM; "
+        "speed: whole-accelerator simulation speed against the array alone and NumPy",
     )
     parser.add_argument("--n", type=int, default=16, help="array size for `accel` (default 16)")
     parser.add_argument(
         "--scale", type=int, default=4, help="divide the paper's GEMM shapes by this (accel)"
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 64])
+    parser.add_argument("--sizes", type=int, nargs="+", help="array sizes (sim: 8 16 64; "
+                        "speed: 8 16 32 64)")  # fmt: skip
+    parser.add_argument(
+        "--icarus-scale",
+        type=int,
+        default=4,
+        help="speed: Icarus runs the GEMM divided by this (it is ~100x slower; default 4)",
+    )
     parser.add_argument(
         "--icarus-sizes", type=int, nargs="*", default=[8, 16], help="sizes also run in Icarus"
     )
@@ -142,10 +154,151 @@ def run_accel(args: argparse.Namespace) -> int:
     return 0 if all(r["bit_exact"] for r in rows) else 1
 
 
+def _peak_mb() -> float:
+    """Peak resident memory of this process's finished children (the simulator builds), MB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
+def _array_free_run(sim: str, n: int, cycles: int) -> dict[str, Any]:
+    """The array alone, free-running on a held input row: the speed the RTL itself allows."""
+    from cdm_qta.tb.session import run_job
+    from cdm_qta.tb.targets import SimTarget, Top
+
+    target = SimTarget(sim, Top.ARRAY, ArrayConfig(n=n))
+    return run_job(target, "bench_throughput", rows=4 * n, free_cycles=cycles)
+
+
+def _numpy_macs_per_s(a: np.ndarray, b: np.ndarray) -> float:
+    """NumPy int32 matmul on the same operands (best of three), MAC/s."""
+    a32, b32 = a.astype(np.int32), b.astype(np.int32)
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a32 @ b32
+        best = min(best, time.perf_counter() - t0)
+    return a.shape[0] * a.shape[1] * b.shape[1] / best
+
+
+def _mixed_lora_layer(backend: Any, cfg: AcceleratorConfig) -> dict[str, Any]:
+    """The eight GEMMs of one real LoRA layer (golden/vectors), forward and backward, run as
+    a training step runs them: each one's operands land in DRAM, its result is read back."""
+    from cdm_qta.golden.vectors import load_all
+
+    from .runtime import run_gemm
+
+    layer = load_all()[0]
+    macs = cycles = 0
+    exact = True
+    t0 = time.perf_counter()
+    for g in layer.gemms.values():
+        op = g.op
+        c, stats = run_gemm(backend, cfg, g.a, g.b, "auto", op.trans_a, op.trans_b)
+        exact &= stats.ok and bool(np.array_equal(c, g.acc))
+        macs += stats.macs
+        cycles += stats.cycles or 0
+    wall = time.perf_counter() - t0
+    return {
+        "gemm": f"LoRA layer {layer.layer}: {len(layer.gemms)} GEMMs",
+        "bit_exact": exact,
+        "macs": macs,
+        "cycles": cycles,
+        "utilization": round(macs / (cycles * cfg.n**2), 3) if cycles else 0.0,
+        "wall_s": round(wall, 2),
+        "cycles_per_s": round(cycles / wall),
+        "macs_per_s": round(macs / wall),
+    }
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    """Issue 10's table: the whole accelerator against the array alone and NumPy, per size."""
+    from .rtl_backend import RtlBackend
+    from .runtime import compile_for, execute
+
+    sizes = args.sizes or [8, 16, 32, 64]
+    plan = [("verilator", n, 1) for n in sizes]
+    plan += [("icarus", n, args.icarus_scale) for n in args.icarus_sizes]
+    rng = np.random.default_rng(1)
+    rows: list[dict[str, Any]] = []
+    mixed: dict[str, Any] | None = None
+    for sim, n, scale in plan:
+        m, k, nn = 4096 // scale, 320 // scale, 320 // scale
+        a, b = golden.rand_int(rng, (m, k)), golden.rand_int(rng, (k, nn))
+        want = golden.gemm(a, b)
+        cfg = AcceleratorConfig.scaled(n, dram_size=1 << 24)
+        print(f"[bench] {sim} N={n}: building the accelerator ...", flush=True)
+        with RtlBackend(sim, cfg) as backend:
+            backend.session.open()
+            build = backend.session.build
+            assert build is not None
+            peak = build.build_peak_mb or _peak_mb()
+            for mode in ("ws", "os"):
+                print(f"[bench] {sim} N={n}: {m}x{k}x{nn} {mode.upper()} ...", flush=True)
+                program = compile_for(cfg, a, b, mode)
+                t0 = time.perf_counter()
+                got, stats = execute(backend, program, a, b)
+                wall = time.perf_counter() - t0
+                cycles = stats.cycles or 0
+                rows.append(
+                    {
+                        "simulator": sim,
+                        "n": n,
+                        "gemm": f"{m}x{k}x{nn}",
+                        "dataflow": mode.upper(),
+                        "bit_exact": stats.ok and bool(np.array_equal(got, want)),
+                        "cycles": cycles,
+                        "utilization": round(stats.macs / (cycles * n * n), 3),
+                        "wall_s": round(wall, 2),
+                        "cycles_per_s": round(cycles / wall),
+                        "macs_per_s": round(stats.macs / wall),
+                        "build_s": build.build_s,
+                        "build_peak_mb": peak,
+                    }
+                )
+                if args.json:
+                    print(json.dumps(rows[-1]), flush=True)
+            if sim == "verilator" and n == min(sizes):
+                print(f"[bench] {sim} N={n}: one LoRA layer, eight GEMMs ...", flush=True)
+                mixed = _mixed_lora_layer(backend, cfg)
+                mixed.update(simulator=sim, n=n)
+        free = _array_free_run(sim, n, args.free_cycles if sim == "verilator" else 2000)
+        for row in rows:
+            if row["simulator"] == sim and row["n"] == n:
+                row["array_free_macs_per_s"] = free["free_macs_per_s"] or free["driven_macs_per_s"]
+                row["numpy_macs_per_s"] = round(_numpy_macs_per_s(a, b))
+    extra = [mixed] if mixed else []
+    if args.json:
+        for row in extra:
+            print(json.dumps(row))
+    else:
+        columns = [
+            "simulator",
+            "n",
+            "gemm",
+            "dataflow",
+            "bit_exact",
+            "cycles",
+            "utilization",
+            "cycles_per_s",
+            "macs_per_s",
+            "array_free_macs_per_s",
+            "numpy_macs_per_s",
+            "build_s",
+            "build_peak_mb",
+        ]
+        print(format_table(rows, columns))
+        for row in extra:
+            print()
+            print(format_table([row], ["simulator", "n", *list(row)[:-2]]))
+    return 0 if all(r["bit_exact"] for r in [*rows, *extra]) else 1
+
+
 def run_sim(args: argparse.Namespace) -> int:
     from cdm_qta.tb.session import run_job
     from cdm_qta.tb.targets import SimTarget, Top
 
+    args.sizes = args.sizes or [8, 16, 64]
     plan = [("verilator", n) for n in args.sizes] + [("icarus", n) for n in args.icarus_sizes]
     rows = []
     for sim, n in plan:
@@ -177,4 +330,4 @@ def run_sim(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_accel(args) if args.what == "accel" else run_sim(args)
+    return {"accel": run_accel, "speed": run_speed, "sim": run_sim}[args.what](args)

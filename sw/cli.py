@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "gemm": "cdm_qta.sw.gemm_cmd",
     "synth": "cdm_qta.hw.synth",
     "table1": "cdm_qta.sw.table1",
+    "train": "cdm_qta.sw.train.command",
 }
 
 

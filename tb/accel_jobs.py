@@ -49,11 +49,18 @@ class AcceleratorJobs:
     async def set_faults(self, *, ranges: list[tuple[int, int]], resp: int) -> None:
         self._bench().set_faults(ranges, resp)
 
-    async def run(self, *, words: list[int], max_cycles: int) -> dict[str, Any]:
+    async def run(
+        self, *, words: list[int], max_cycles: int, trace: bool = False
+    ) -> dict[str, Any]:
         """Fetch-run ``words`` from DRAM (errors and counters cleared first), wait for ``done``
-        (at most ``max_cycles``), return the STATUS error bits and every counter."""
-        errors, counters = await self._bench().run(words, max_cycles=max_cycles)
-        return {"errors": sorted(errors), "counters": counters}
+        (at most ``max_cycles``), return the STATUS error bits and every counter; with
+        ``trace``, also the cycle of every retirement per engine (``"retired"``)."""
+        tb = self._bench()
+        errors, counters = await tb.run(words, max_cycles=max_cycles, trace=trace)
+        result: dict[str, Any] = {"errors": sorted(errors), "counters": counters}
+        if trace:
+            result["retired"] = tb.last_trace
+        return result
 
     async def reset(self) -> None:
         """Pulse reset (in-simulator DRAM only)."""

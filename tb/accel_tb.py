@@ -23,7 +23,7 @@ import numpy as np
 from cdm_qta.hw.axi import AxiResp
 from cdm_qta.hw.config import AcceleratorConfig
 from cdm_qta.hw.fetch import INSN_BYTES
-from cdm_qta.hw.isa import Instruction
+from cdm_qta.hw.isa import Engine, Instruction
 from cdm_qta.hw.regs import CONTROL_BITS, COUNTERS, ERRORS, MAGIC, STATUS_BITS, Reg, counter_address
 
 from .axi_monitor import Rule
@@ -75,6 +75,9 @@ class AccelTB:
         self.pause = pause
         self.faults: list[tuple[int, int]] = []  # cocotb DRAM: [start, end) answering SLVERR
         self.bus_bytes = cfg.accel.dram_bus_bytes
+        #: After ``run(..., trace=True)``: the cycles each engine retired in (see :meth:`run`).
+        self.last_trace: dict[str, list[int]] = {}
+        self._done_ps = 0
 
     @property
     def accel(self) -> AcceleratorConfig:
@@ -315,12 +318,20 @@ class AccelTB:
     # -- programs ----------------------------------------------------------------------------
 
     async def run(
-        self, program: Sequence[Instruction | int], *, max_cycles: int = 2_000_000
+        self,
+        program: Sequence[Instruction | int],
+        *,
+        max_cycles: int = 2_000_000,
+        trace: bool = False,
     ) -> tuple[set[str], dict[str, int]]:
         """Fetch-run ``program``: clear errors and counters, start it, wait for ``done``.
 
+        ``trace``: also record the cycle of every retirement (:attr:`last_trace`), counted like
+        the ``cycles`` counter: cycle 0 is the first cycle it counts.
         Raises :class:`AssertionError` if ``done`` does not rise within ``max_cycles``.
         """
+        import cocotb
+
         words = words_of(program)
         if len(words) > self.cfg.max_program:
             raise ValueError(
@@ -331,10 +342,32 @@ class AccelTB:
         await self.dram_write(base, image)
         await self.write_reg(Reg.FETCH_ADDR, base)
         await self.write_reg(Reg.FETCH_COUNT, len(words))
+        changes: list[tuple[int, int]] = []
+        tracer = cocotb.start_soon(self._record_retires(changes)) if trace else None
         await self.start_program()
         await self.wait_done(max_cycles)
         _, errors = await self.status()
-        return errors, await self.counters()
+        counters = await self.counters()
+        if tracer is not None:
+            await tracer  # it ended at the done edge
+            self.last_trace = _retire_cycles(changes, self._done_ps, counters["cycles"])
+        return errors, counters
+
+    async def _record_retires(self, changes: list[tuple[int, int]]) -> None:
+        """(time in ps, value) of every change of the ``retire`` port until ``done`` rises.
+
+        Woken only by changes (a burst of back-to-back retirements is one high stretch), so a
+        trace costs Python time per instruction, not per cycle.
+        """
+        from cocotb.triggers import First, RisingEdge
+
+        retire, done = self.dut.retire, self.dut.done
+        while True:
+            fired = await First(retire.value_change, RisingEdge(done))
+            if fired is not retire.value_change:
+                self._done_ps = _sim_ps()
+                return
+            changes.append((_sim_ps(), int(retire.value)))
 
     async def start_program(self) -> None:
         """CONTROL: clear errors and counters and start the program at FETCH_ADDR."""
@@ -388,6 +421,38 @@ class AccelTB:
         await self.push(program)
         errors = await self.wait_idle(max_cycles=max_cycles)
         return errors, await self.counters()
+
+
+def _sim_ps() -> int:
+    from cocotb.utils import get_sim_time
+
+    return int(get_sim_time("ps"))
+
+
+def _retire_cycles(
+    changes: Sequence[tuple[int, int]], done_ps: int, cycles: int
+) -> dict[str, list[int]]:
+    """Per source (``load``, ``compute``, ``store``, ``dispatch``): the cycles it retired in.
+
+    The ``cycles`` counter's last counted cycle is the one before ``done`` rises, so cycle
+    ``c`` begins ``cycles - c`` clock periods before that edge. ``retire`` changes only at
+    clock edges; a value holds until the next change.
+    """
+    period = round(CLOCK_NS * 1000)
+    first = done_ps - cycles * period
+    names = [e.name.lower() for e in Engine] + ["dispatch"]
+    out: dict[str, list[int]] = {name: [] for name in names}
+    kept = [(t, v) for t, v in changes if t < done_ps]
+    for (t, v), (t_next, _) in zip(kept, [*kept[1:], (done_ps, 0)], strict=True):
+        if not v or t_next == t:
+            continue
+        if (t - first) % period:
+            raise AssertionError(f"retire changed between clock edges at {t} ps")
+        for c in range((t - first) // period, (t_next - first) // period):
+            for bit, name in enumerate(names):
+                if v >> bit & 1:
+                    out[name].append(c)
+    return out
 
 
 def _hex_lines(words: np.ndarray) -> bytes:

@@ -38,6 +38,8 @@ from cdm_qta.hw.config import DramTiming
 
 __all__ = ["DUMP_FILE", "LOAD_FILE", "SimDram", "storage_verilog"]
 
+#: Entries of the R output queue (see the read side of :class:`SimDram`).
+R_QUEUE = 3
 LOAD_FILE = "dram_load.hex"
 DUMP_FILE = "dram_dump.hex"
 
@@ -206,7 +208,10 @@ class SimDram(wiring.Component):
             i_bd_hi=self.bd_hi,
         )
 
-        # ---- reads: AR queue -> beats -> a 2-entry R queue (room for the read in flight) ----
+        # ---- reads: AR queue -> beats -> an R queue of R_QUEUE entries ----
+        # A read is issued only while the queue has room for it and the one in flight; with
+        # R_QUEUE = 3 that still leaves a beat every cycle when the master takes one every cycle
+        # (two entries would: the level a read frees shows only in the next cycle).
         ar_layout = data.StructLayout({"addr": 32, "len": 8, "id": id_bits, "resp": 2, "t": 32})
         m.submodules.ar_q = ar_q = fifo.SyncFIFO(width=ar_layout.size, depth=t.max_outstanding)
         ar_in = Signal(ar_layout)
@@ -221,7 +226,7 @@ class SimDram(wiring.Component):
             ar_q.w_en.eq(bus.arvalid & bus.arready),
         ]
         r_layout = data.StructLayout({"data": 8 * w, "resp": 2, "last": 1, "id": id_bits})
-        m.submodules.r_q = r_q = fifo.SyncFIFO(width=r_layout.size, depth=2)
+        m.submodules.r_q = r_q = fifo.SyncFIFO(width=r_layout.size, depth=R_QUEUE)
         head = data.View(ar_layout, ar_q.r_data)
         beat = Signal(8)
         in_flight = Signal()
@@ -230,7 +235,7 @@ class SimDram(wiring.Component):
         due = (now - head.t)[:32] >= t.read_latency  # modulo 2**32: wrap-safe
         issue = Signal()
         m.d.comb += [
-            issue.eq(ar_q.r_rdy & due & r_ok & ~stall["r"] & (r_q.level + in_flight < 2)),
+            issue.eq(ar_q.r_rdy & due & r_ok & ~stall["r"] & (r_q.level + in_flight < R_QUEUE)),
             r_moved.eq(issue),
             rd_en.eq(issue),
             rd_addr.eq((head.addr >> lw) + beat),

@@ -23,7 +23,7 @@ from amaranth.hdl import Module, Mux
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from cdm_qta.hw.accelerator import REG_ADDR_BITS, Accelerator
+from cdm_qta.hw.accelerator import REG_ADDR_BITS, RETIRE_BITS, Accelerator
 from cdm_qta.hw.axi import axi4_lite_signature, axi4_signature
 from cdm_qta.hw.checks import check_pow2
 from cdm_qta.hw.config import AcceleratorConfig, DramTiming, EnvConfig
@@ -104,7 +104,7 @@ class AcceleratorSimTop(wiring.Component):
     Members
     -------
     s_axil : In(AXI4-Lite)      host port
-    busy, done : Out            as the accelerator's
+    busy, done, retire : Out    as the accelerator's
     protocol_error : Out(1)     a monitor saw a rule broken (sticky until reset)
     protocol_code : Out(8)      the first rule (:class:`~cdm_qta.tb.axi_monitor.Rule`)
     m_axi : Out(AXI4)           ``dram="cocotb"`` only: the DRAM port
@@ -118,6 +118,7 @@ class AcceleratorSimTop(wiring.Component):
             "s_axil": In(axi4_lite_signature(addr_bits=REG_ADDR_BITS)),
             "busy": Out(1),
             "done": Out(1),
+            "retire": Out(RETIRE_BITS),
             "protocol_error": Out(1),
             "protocol_code": Out(8),
         }
@@ -138,7 +139,11 @@ class AcceleratorSimTop(wiring.Component):
         accel_cfg = self._cfg.accel
         m.submodules.accel = accel = Accelerator(accel_cfg)
         wiring.connect(m, wiring.flipped(self.s_axil), accel.s_axil)
-        m.d.comb += [self.busy.eq(accel.busy), self.done.eq(accel.done)]
+        m.d.comb += [
+            self.busy.eq(accel.busy),
+            self.done.eq(accel.done),
+            self.retire.eq(accel.retire),
+        ]
         m.submodules.axi_monitor = mon = AxiMonitor(data_bytes=accel_cfg.dram_bus_bytes)
         m.submodules.axil_monitor = lite = AxiLiteMonitor(addr_bits=REG_ADDR_BITS)
         watch(m, mon, accel.m_axi)

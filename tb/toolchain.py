@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ __all__ = [
     "prepare_verilator",
     "read_results",
     "run_tests",
+    "runner_exit_code",
     "seed_from_env",
     "simulator_available",
 ]
@@ -196,6 +197,25 @@ class SimRun:
         )
 
 
+def runner_exit_code(test: Callable[..., object], **kwargs: Any) -> int:
+    """Call cocotb's ``runner.test(**kwargs)`` and return the simulator's exit status.
+
+    The runner reports failing tests by raising ``SystemExit`` and a simulator that exited
+    non-zero by a ``RuntimeError`` naming the return code; both become a status here (0: the
+    run ended cleanly), so no caller can drop one. Any other error propagates.
+    """
+    try:
+        test(**kwargs)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except RuntimeError as exc:
+        match = re.search(r"return code: (-?\d+)", str(exc))
+        if match is None:
+            raise
+        return int(match[1]) or 1
+    return 0
+
+
 def run_tests(
     *,
     sim: str,
@@ -233,29 +253,21 @@ def run_tests(
         names = "|".join(re.escape(name) for name in exclude)
         test_filter = rf"^(?!.*\.(?:{names})$)"
     start = time.perf_counter()
-    exit_code = 0
-    try:
-        runner.test(
-            test_module=test_module,
-            hdl_toplevel=toplevel,
-            hdl_toplevel_lang="verilog",
-            build_dir=str(build_dir),
-            test_dir=str(run_dir),
-            results_xml=str(results),
-            extra_env=env,
-            testcase=testcase,
-            test_filter=test_filter,
-            seed=seed,
-            waves=waves,
-            log_file=log_file,
-        )
-    except SystemExit as exc:  # the runner's way of reporting failures under pytest
-        exit_code = exc.code if isinstance(exc.code, int) else 1
-    except RuntimeError as exc:  # ... and of a simulator that exited non-zero
-        match = re.search(r"return code: (-?\d+)", str(exc))
-        if match is None:
-            raise
-        exit_code = int(match[1]) or 1
+    exit_code = runner_exit_code(
+        runner.test,
+        test_module=test_module,
+        hdl_toplevel=toplevel,
+        hdl_toplevel_lang="verilog",
+        build_dir=str(build_dir),
+        test_dir=str(run_dir),
+        results_xml=str(results),
+        extra_env=env,
+        testcase=testcase,
+        test_filter=test_filter,
+        seed=seed,
+        waves=waves,
+        log_file=log_file,
+    )
     seconds = time.perf_counter() - start
     try:
         tests, failed, skipped = read_results(results)
@@ -263,8 +275,9 @@ def run_tests(
         tests, failed, skipped = 0, 0, ()
         exit_code = exit_code or 1
     else:
-        if exit_code == 0 and not failed:
-            shutil.rmtree(run_dir, ignore_errors=True)  # a failing run's folder stays, to look at
+        if exit_code == 0 and not failed and not waves:
+            # A failing run's folder stays, to look at, and so does one with waves.
+            shutil.rmtree(run_dir, ignore_errors=True)
     return SimRun(tests, failed, skipped, exit_code, results, log_file, seconds)
 
 
