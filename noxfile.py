@@ -115,6 +115,15 @@ def mutants(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """The nightly fuzz count: 1000 random streams per simulator on the RTL and golden
+    (`nox -s fuzz -- -k verilator`; CDM_QTA_FUZZ_STREAMS and CDM_QTA_SEED override)."""
+    session.install(*CONSTRAINTS, "-e", ".[sim]")
+    session.env["CDM_QTA_FUZZ_STREAMS"] = os.environ.get("CDM_QTA_FUZZ_STREAMS", "1000")
+    session.run("pytest", "tests/rtl/test_fuzz.py", "-k", "random_streams", "-s", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (tables, not tests): `nox -s bench` (simulation speed), `-- accel` (GEMMs)."""
     session.install(*CONSTRAINTS, "-e", ".[sim]")

@@ -19,6 +19,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_int, check_pow2
+from .config import AXI4_MAX_BUS_BYTES
 
 __all__ = [
     "BURST_INCR",
@@ -69,7 +70,8 @@ def axi4_signature(*, addr_bits: int = 32, data_bytes: int, id_bits: int = 1) ->
     addr_bits : int
         Byte address width (12..64).
     data_bytes : int
-        Data bus width in bytes, a power of two from 1 to 256 (WSTRB has one bit per byte).
+        Data bus width in bytes, a power of two from 1 to 128 (``AXI4_MAX_BUS_BYTES``: AXI4's
+        widest bus, 1024 bits, the largest beat ``AxSIZE``'s three bits can name).
     id_bits : int
         Width of ``arid``/``awid``/``rid``/``bid`` (1..16); the DMA uses a single ID.
 
@@ -79,7 +81,7 @@ def axi4_signature(*, addr_bits: int = 32, data_bytes: int, id_bits: int = 1) ->
         If a width is out of range.
     """
     addr_bits = check_int("addr_bits", addr_bits, 12, 64)
-    data_bytes = check_pow2("data_bytes", data_bytes, 1, 256)
+    data_bytes = check_pow2("data_bytes", data_bytes, 1, AXI4_MAX_BUS_BYTES)
     id_bits = check_int("id_bits", id_bits, 1, 16)
     return wiring.Signature(
         {

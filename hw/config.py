@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 from .checks import check_int, check_pow2
 
 __all__ = [
+    "AXI4_MAX_BUS_BYTES",
     "CONFIG_ENV",
     "INSN_BYTES",
     "AcceleratorConfig",
@@ -33,6 +34,10 @@ CONFIG_ENV = "CDM_QTA_CONFIG"
 
 #: Bytes of one instruction word in DRAM (128 bits, little-endian).
 INSN_BYTES = 16
+#: AXI4's widest data bus in bytes: ``AxSIZE`` is three bits, 2**7 = 128 bytes per beat. A wider
+#: bus would put a truncated size on the wire (a 256-byte bus announced 1-byte beats: the AXI
+#: monitors caught it at N=64).
+AXI4_MAX_BUS_BYTES = 128
 
 
 def fetch_row_bytes(data_bytes: int) -> int:
@@ -173,7 +178,7 @@ class AcceleratorConfig(EnvConfig):
     output_buffer_bytes : int
         INT32 accumulator buffer, rows of 4N bytes (paper: 1 MB).
     dram_bus_bytes : int
-        AXI4 data width in bytes (a power of two, 4 to 256).
+        AXI4 data width in bytes (a power of two, 4 to 128: AXI4's widest bus).
     dram_base, dram_size : int
         The DRAM window the DMA may touch; anything outside is an error, never a bus access.
     insn_queue_depth : int
@@ -236,7 +241,7 @@ class AcceleratorConfig(EnvConfig):
             if value % row:
                 raise ValueError(f"{name} must be a multiple of the {row}-byte row, not {value!r}")
             object.__setattr__(self, name, value)
-        bus = check_pow2("dram_bus_bytes", self.dram_bus_bytes, 4, 256)
+        bus = check_pow2("dram_bus_bytes", self.dram_bus_bytes, 4, AXI4_MAX_BUS_BYTES)
         object.__setattr__(self, "dram_bus_bytes", bus)
         base = check_int("dram_base", self.dram_base, 0, (1 << 32) - 1)
         size = check_int("dram_size", self.dram_size, 4096, 1 << 32)
@@ -271,20 +276,20 @@ class AcceleratorConfig(EnvConfig):
             input_buffer_bytes=rows * n,
             weight_buffer_bytes=rows * n,
             output_buffer_bytes=rows * 4 * n,
-            dram_bus_bytes=min(bus, 256),
+            dram_bus_bytes=min(bus, AXI4_MAX_BUS_BYTES),
             **kwargs,
         )
 
     @classmethod
     def scaled(cls, n: int, **kwargs: Any) -> AcceleratorConfig:
         """The paper's SRAM depths (8192 input, 8192 weight, 4096 output rows) at array size N,
-        with a DRAM bus as wide as an output row (4N bytes, at most 256) so DRAM keeps up."""
+        with a DRAM bus as wide as an output row (4N bytes, at most AXI4's 128) so DRAM keeps up."""
         return cls(
             array=ArrayConfig(n=n),
             input_buffer_bytes=8192 * n,
             weight_buffer_bytes=8192 * n,
             output_buffer_bytes=4096 * 4 * n,
-            dram_bus_bytes=min(256, max(4, 1 << (4 * n - 1).bit_length())),
+            dram_bus_bytes=min(AXI4_MAX_BUS_BYTES, max(4, 1 << (4 * n - 1).bit_length())),
             **kwargs,
         )
 

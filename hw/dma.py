@@ -40,6 +40,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import BURST_INCR, CACHE_NORMAL, axi4_signature
 from .checks import check_int, check_pow2
+from .config import AXI4_MAX_BUS_BYTES
 from .isa import Opcode, field_bits
 
 __all__ = [
@@ -134,7 +135,7 @@ class DmaParams:
         max_outstanding: int,
         id_bits: int,
     ) -> None:
-        self.data_bytes = check_pow2("data_bytes", data_bytes, 4, 256)
+        self.data_bytes = check_pow2("data_bytes", data_bytes, 4, AXI4_MAX_BUS_BYTES)
         self.row_width = check_int("row_width", row_width, 1, 1024)
         self.dram_base = check_int("dram_base", dram_base, 0, (1 << ADDR_BITS) - 1)
         self.dram_size = check_int("dram_size", dram_size, 1, 1 << ADDR_BITS)

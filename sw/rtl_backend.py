@@ -32,17 +32,28 @@ from .dram import DramImage
 __all__ = ["JobFailed", "RtlBackend", "SimulationFailed", "cycle_budget"]
 
 
-def cycle_budget(cfg: AcceleratorConfig, program: Sequence[Instruction | int]) -> int:
+def cycle_budget(
+    cfg: AcceleratorConfig,
+    program: Sequence[Instruction | int],
+    *,
+    timing: DramTiming | None = None,
+    pause: float | None = None,
+) -> int:
     """Cycles the accelerator may take before a run counts as hung.
 
-    Derived from the cycle model's prediction (a wrong program fails in seconds, not after a
-    fixed budget of millions of cycles); generous because the model is an estimate.
+    The cycle model is exact on the in-simulator DRAM (``timing``, default the simulated
+    DRAM's), so a wrong program fails in seconds, not after millions of cycles. The factor 3
+    covers what the model does not know: random bus stalls of the testbench (``pause``, the
+    stall probability per channel and cycle: each stalled channel moves ``1 - pause`` beats per
+    cycle, and a transfer crosses two channels), cocotbext-axi's DRAM instead of the model;
+    the fixed margin covers short programs and the host's start.
     """
     try:
-        predicted = predict(cfg, program).cycles
+        predicted = predict(cfg, program, timing).cycles
     except DeadlockError:
         predicted = 0  # the hardware will hang too: give it just long enough to show it
-    return 20 * predicted + 20 * len(program) + 10_000
+    stalls = 1.0 / (1.0 - min(max(pause or 0.0, 0.0), 0.9)) ** 2
+    return int(3 * stalls * predicted) + 20 * len(program) + 10_000
 
 
 class RtlBackend(Backend):
@@ -113,7 +124,11 @@ class RtlBackend(Backend):
     def run(self, program: Sequence[Instruction | int]) -> RunStats:
         words = [w if isinstance(w, int) else w.encode() for w in program]
         result: dict[str, Any] = self.session.call(
-            "run", words=words, max_cycles=cycle_budget(self.cfg, program)
+            "run",
+            words=words,
+            max_cycles=cycle_budget(
+                self.cfg, program, timing=self.top.timing, pause=self.session.options["pause"]
+            ),
         )
         counters = result["counters"]
         missing = set(COUNTERS) - set(counters)

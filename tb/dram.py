@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In
 
 from cdm_qta.hw.axi import AxiResp, axi4_signature
 from cdm_qta.hw.checks import check_pow2
-from cdm_qta.hw.config import DramTiming
+from cdm_qta.hw.config import AXI4_MAX_BUS_BYTES, DramTiming
 
 __all__ = ["DUMP_FILE", "LOAD_FILE", "SimDram", "storage_verilog"]
 
@@ -112,7 +112,7 @@ class SimDram(wiring.Component):
     def __init__(
         self, *, data_bytes: int, size_bytes: int, timing: DramTiming, id_bits: int = 1
     ) -> None:
-        self._w = check_pow2("data_bytes", data_bytes, 4, 256)
+        self._w = check_pow2("data_bytes", data_bytes, 4, AXI4_MAX_BUS_BYTES)
         self._size = check_pow2("size_bytes", size_bytes, 4096, 1 << 31)
         self._timing = timing
         self._words = self._size // self._w

@@ -63,3 +63,19 @@ def test_configurations_travel_by_environment(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(RuntimeError, match=f"{CONFIG_ENV} is not set"):
         ArrayConfig.from_env()
     assert AcceleratorConfig.from_json(accel.to_json()) == accel
+
+
+def test_the_bus_is_never_wider_than_axi4_allows() -> None:
+    # AxSIZE has three bits: 128-byte beats at most. A 256-byte bus once went out announcing
+    # 1-byte beats (the AXI monitors caught it at N=64).
+    from cdm_qta.hw.axi import axi4_signature
+    from cdm_qta.hw.config import AXI4_MAX_BUS_BYTES
+
+    assert AXI4_MAX_BUS_BYTES == 128
+    with pytest.raises(ValueError, match="dram_bus_bytes must be a power of two between 4 and 128"):
+        AcceleratorConfig(dram_bus_bytes=256)
+    with pytest.raises(ValueError, match="data_bytes"):
+        axi4_signature(data_bytes=256)
+    for n in (32, 64, 128):
+        assert AcceleratorConfig.scaled(n).dram_bus_bytes == min(4 * n, 128)
+        assert AcceleratorConfig.small(n).dram_bus_bytes == min(n, 128)

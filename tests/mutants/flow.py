@@ -41,7 +41,15 @@ from cdm_qta.tb.targets import SimTarget
 from .catalog import HAND_MUTANTS, HandMutant
 from .stage import StageResult, sha256
 from .targets import MutationTarget, Stage, Suite
-from .verilog import MutantError, TextEdit, interfaces, module_spans, replace_modules, resolve
+from .verilog import (
+    MutantError,
+    TextEdit,
+    UnchangedMutant,
+    interfaces,
+    module_spans,
+    replace_modules,
+    resolve,
+)
 from .yosys import LIBRARY, Mutation, apply_mutations, list_mutations
 
 __all__ = [
@@ -98,8 +106,9 @@ class Outcome:
     """What the fast suite made of one mutant.
 
     ``status``: ``killed`` (a stage failed or ran out of time), ``survived`` (every stage
-    passed), ``passed`` (a control that passed, as it must) or ``error`` (the flow could not
-    make or build the mutant: never counted as a kill).
+    passed), ``passed`` (a control that passed, as it must), ``unchanged`` (the mutation did
+    not change the Verilog: equivalent by construction, outside the kill rate) or ``error``
+    (the flow could not make or build the mutant: never counted as a kill).
     """
 
     mutant: Mutant
@@ -253,7 +262,7 @@ def make_mutant(prep: Prepared, mutant: Mutant) -> tuple[Path, str]:
             theirs = module_spans(source)[name]
             mine = module_spans(prep.roundtrip[name])[name]
             if source[slice(*theirs)] == prep.roundtrip[name][slice(*mine)]:
-                raise MutantError(f"{mutant.id}: the mutation did not change module {name}")
+                raise UnchangedMutant(f"{mutant.id}: the mutation did not change module {name}")
         text = replace_modules(text, written)
     if mutant.edit is not None:
         text = mutant.edit.apply(text)
@@ -378,6 +387,10 @@ class Runner:
             if mutant.kind == "hand":
                 mutant = resolve_hand(prep, mutant)
             root, sha = make_mutant(prep, mutant)
+        except UnchangedMutant as exc:
+            return Outcome(
+                mutant, "unchanged", detail=str(exc), seconds=time.perf_counter() - start
+            )
         except (MutantError, RuntimeError) as exc:
             return Outcome(mutant, "error", detail=str(exc), seconds=time.perf_counter() - start)
         if mutant.kind == "control":

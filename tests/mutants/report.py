@@ -130,7 +130,7 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Counts per kind and target, the survivors with their explanations, and the verdict."""
     per_target: dict[str, dict[str, int]] = {}
     for o in outcomes:
-        if o.mutant.kind == "yosys":
+        if o.mutant.kind == "yosys" and o.status in ("killed", "survived"):
             row = per_target.setdefault(o.mutant.target, {"killed": 0, "total": 0})
             row["total"] += 1
             row["killed"] += o.killed
@@ -160,9 +160,16 @@ def summarize(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     rate = killed / len(judged) if judged else None
     if rate is not None and rate < KILL_RATE:
         problems.append(f"yosys kill rate {rate:.1%} is below {KILL_RATE:.0%}")
+    unchanged = sum(o.status == "unchanged" for o in yosys)
     return {
         "hand": {"killed": sum(o.killed for o in hand), "total": len(hand)},
-        "yosys": {"killed": killed, "total": len(judged), "rate": rate, "targets": per_target},
+        "yosys": {
+            "killed": killed,
+            "total": len(judged),
+            "rate": rate,
+            "targets": per_target,
+            "unchanged": unchanged,
+        },
         "survivors": survivors,
         "problems": problems,
         "ok": not problems,
@@ -175,7 +182,8 @@ def _cut(text: str, width: int) -> str:
 
 def table(outcomes: Sequence[Outcome]) -> str:
     """One line per mutant: id, target, killed, by which test, where."""
-    mark = {"killed": "yes", "survived": "NO", "passed": "passed", "error": "ERROR"}
+    mark = {"killed": "yes", "survived": "NO", "passed": "passed", "error": "ERROR",
+            "unchanged": "no-op"}  # fmt: skip
     rows = [("mutant", "target", "killed", "by", "where")]
     for o in outcomes:
         by = o.killed_by or ("-" if o.status != "error" else _cut(o.detail, 60))
@@ -196,6 +204,8 @@ def describe(summary: dict[str, Any], seconds: float) -> str:
     if y["total"]:
         per = ", ".join(f"{t} {c['killed']}/{c['total']}" for t, c in y["targets"].items())
         lines.append(f"yosys mutants: {y['killed']}/{y['total']} killed ({y['rate']:.1%}; {per})")
+    if y.get("unchanged"):
+        lines.append(f"{y['unchanged']} more yosys mutations left the Verilog unchanged (no-ops)")
         if y["total"] < MIN_SAMPLE:
             lines.append(f"(a sample of {y['total']}: the issue's bar is {MIN_SAMPLE} or more)")
     for s in summary["survivors"]:

@@ -14,7 +14,15 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["MutantError", "TextEdit", "module_spans", "replace_modules", "resolve", "unescape"]
+__all__ = [
+    "MutantError",
+    "TextEdit",
+    "UnchangedMutant",
+    "module_spans",
+    "replace_modules",
+    "resolve",
+    "unescape",
+]
 
 #: A module header at the start of a line: a plain or an escaped (``\a.b.c ``) identifier.
 _MODULE = re.compile(r"^module\s+(\\\S+|[A-Za-z_][\w$]*)", re.M)
@@ -23,6 +31,12 @@ _END = re.compile(r"^endmodule\b[^\n]*\n?", re.M)
 
 class MutantError(RuntimeError):
     """A mutant could not be made as specified (the message says what did not match)."""
+
+
+class UnchangedMutant(MutantError):
+    """The mutation leaves the written Verilog as it was (yosys ``mutate`` can pick a bit that
+    is already constant, or a port the optimiser folds away): equivalent by construction, so
+    it is reported as ``unchanged`` and left out of the kill rate, not counted as an error."""
 
 
 def unescape(name: str) -> str:
