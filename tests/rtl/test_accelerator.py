@@ -21,6 +21,7 @@ from cdm_qta.hw.axi import AxiResp
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
 from cdm_qta.hw.isa import Buffer, Compute, Fence, Instruction, Load, Store
 from cdm_qta.hw.regs import Reg
+from cdm_qta.sw.cycle_model import DeadlockError, predict
 from cdm_qta.sw.dependencies import ProgramError, verify_program
 from cdm_qta.sw.dram import DramImage
 from cdm_qta.sw.golden_backend import GoldenBackend
@@ -96,7 +97,23 @@ class Twin:
             assert counters[name] == want.counters[name], (
                 f"{name}: RTL {counters[name]}, golden {want.counters[name]}"
             )
+        self.check_cycles(words, errors, counters)
         return errors, counters
+
+    def check_cycles(self, words: list[int], errors: set, counters: dict) -> None:
+        """The cycle model must equal the hardware's ``cycles`` counter on every clean run on
+        the in-simulator DRAM without stalls (the model is exact there; with random stalls,
+        cocotbext-axi's DRAM or error bits the timing is not the model's to predict)."""
+        top = self.tb.cfg
+        if errors or top.dram != "model" or self.tb.pause:
+            return
+        try:
+            predicted = predict(top.accel, words, top.timing).cycles
+        except DeadlockError:
+            return
+        assert counters["cycles"] == predicted, (
+            f"cycles: RTL {counters['cycles']}, cycle model {predicted}"
+        )
 
     async def check(self, addr: int, nbytes: int) -> None:
         got = np.frombuffer(await self.tb.dram_read(addr, nbytes), dtype=np.uint8)
