@@ -154,13 +154,6 @@ def run_accel(args: argparse.Namespace) -> int:
     return 0 if all(r["bit_exact"] for r in rows) else 1
 
 
-def _peak_mb() -> float:
-    """Peak resident memory of this process's finished children (the simulator builds), MB."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
-
-
 def _array_free_run(sim: str, n: int, cycles: int) -> dict[str, Any]:
     """The array alone, free-running on a held input row: the speed the RTL itself allows."""
     from cdm_qta.tb.session import run_job
@@ -268,7 +261,7 @@ def run_speed(args: argparse.Namespace) -> int:
             backend.session.open()
             build = backend.session.build
             assert build is not None
-            peak = build.build_peak_mb or _peak_mb()
+            peak = build.build_peak_mb  # None where the build could not be measured
             for mode in ("ws", "os"):
                 print(f"[bench] {sim} N={n}: {m}x{k}x{nn} {mode.upper()} ...", flush=True)
                 programs = _sliced_programs(backend, cfg, a, b, mode)  # not timed: software
@@ -294,17 +287,18 @@ def run_speed(args: argparse.Namespace) -> int:
                         "build_peak_mb": peak,
                     }
                 )
-                if args.json:
-                    print(json.dumps(rows[-1]), flush=True)
             if sim == "verilator" and n == min(sizes):
                 print(f"[bench] {sim} N={n}: one LoRA layer, eight GEMMs ...", flush=True)
                 mixed = _mixed_lora_layer(backend, cfg)
                 mixed.update(simulator=sim, n=n)
         free = _array_free_run(sim, n, args.free_cycles if sim == "verilator" else 2000)
+        numpy_speed = round(_numpy_macs_per_s(a, b))
         for row in rows:
             if row["simulator"] == sim and row["n"] == n:
                 row["array_free_macs_per_s"] = free["free_macs_per_s"] or free["driven_macs_per_s"]
-                row["numpy_macs_per_s"] = round(_numpy_macs_per_s(a, b))
+                row["numpy_macs_per_s"] = numpy_speed
+                if args.json:
+                    print(json.dumps(row), flush=True)
     extra = [mixed] if mixed else []
     if args.json:
         for row in extra:
