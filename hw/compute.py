@@ -146,6 +146,13 @@ class ComputeEngine(wiring.Component):
         )
         tokens_ok = (~insn.pop_prev | self.has_prev) & (~insn.pop_next | self.has_next)
         space = a_jobs.w_rdy & b_jobs.w_rdy & w_jobs.w_rdy
+        # Rejected instructions waiting in the writer queue (they retire at its head, in
+        # order). While one waits, nothing newer is taken: the next tile's output rows would
+        # reach the writer with the rejected job at the head, be counted against it and hang
+        # the engine (a 1000-stream fuzz run found it: an OS tile draining, a WS COMPUTE with
+        # c > N, and an OS tile right behind). Legal programs never wait here.
+        rejected = Signal(range(w_jobs.depth + 1))
+        space = space & (rejected == 0)
         take = intake(m, self, tokens_ok, ["pop_prev", "pop_next"], room=space)
         run = Signal()  # the instruction is executed (legal shape, legal flags)
         m.d.comb += [run.eq(ok & ~self.skip), self.range_error.eq(take & ~ok & ~self.skip)]
@@ -259,6 +266,11 @@ class ComputeEngine(wiring.Component):
         # order, in a cycle in which no finished instruction retires.
         skip = Signal()
         m.d.comb += skip.eq(have & ~head.ok & ~o.valid & ~s2_done)
+        queued = take & ~run
+        with m.If(queued & ~skip):
+            m.d.sync += rejected.eq(rejected + 1)
+        with m.Elif(skip & ~queued):
+            m.d.sync += rejected.eq(rejected - 1)
         m.d.comb += [
             w_jobs.r_en.eq((job_done & have) | skip),
             self.push_prev.eq((s2_done & s2_push_prev) | (skip & head.push_prev)),
