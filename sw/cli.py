@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "synth": "cdm_qta.hw.synth",
     "table1": "cdm_qta.sw.table1",
     "train": "cdm_qta.sw.train.command",
+    "perf": "cdm_qta.sw.perf",
 }
 
 
