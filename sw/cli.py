@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "table1": "cdm_qta.sw.table1",
     "train": "cdm_qta.sw.train.command",
     "perf": "cdm_qta.sw.perf",
+    "fig6": "cdm_qta.sw.fig6",
 }
 
 
