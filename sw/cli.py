@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "train": "cdm_qta.sw.train.command",
     "perf": "cdm_qta.sw.perf",
     "fig6": "cdm_qta.sw.fig6",
+    "sweep": "cdm_qta.sw.sweep",
 }
 
 

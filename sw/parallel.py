@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import CliError
 
-__all__ = ["executor_for", "scheduler_kind"]
+__all__ = ["check_scheduler", "executor_for", "scheduler_kind"]
 
 
 def scheduler_kind(address: str) -> tuple[str, str]:
@@ -56,6 +56,14 @@ def _import(name: str, kind: str) -> Any:
         raise CliError(
             f"--scheduler {kind} needs the {name!r} package (pip install {pip})"
         ) from None
+
+
+def check_scheduler(address: str | None) -> None:
+    """Fail now (one line, :class:`CliError`) if ``address`` is malformed or its package is
+    missing, before any work is done."""
+    if address:
+        kind, _ = scheduler_kind(address)
+        _import("distributed" if kind == "dask" else "ray.util.multiprocessing", kind)
 
 
 class _RayMap:

@@ -609,7 +609,7 @@ class StepPerf:
 
 
 def _energy_model(
-    cfg: AcceleratorConfig, clock_mhz: float, vdd: float, synth: Path | None
+    cfg: AcceleratorConfig, clock_mhz: float, vdd: float, synth: Path | None, table: Any = None
 ) -> tuple[Any, str]:
     from .energy import EnergyModel
 
@@ -620,7 +620,10 @@ def _energy_model(
 
         results = load_results(Path(synth))
         source = str(synth)
-    return EnergyModel.for_accelerator(cfg, vdd=vdd, clock_mhz=clock_mhz, synth=results), source
+    model = EnergyModel.for_accelerator(
+        cfg, vdd=vdd, clock_mhz=clock_mhz, synth=results, table=table
+    )
+    return model, source
 
 
 def _progress(total: int, enabled: bool, desc: str) -> Any:
@@ -648,10 +651,12 @@ def evaluate_step(
     progress: bool = False,
     executor: Any = None,
     workload: str = "",
+    table: Any = None,
 ) -> StepPerf:
     """Cycles, latency, utilization, SRAM and DRAM bytes, energy and EDP of ``gemms`` on
     ``cfg`` (see the module docstring for every knob). ``executor`` (anything with a
-    ``map(fn, iterable)``, e.g. a ``concurrent.futures`` executor) spreads the distinct shapes."""
+    ``map(fn, iterable)``, e.g. a ``concurrent.futures`` executor) spreads the distinct shapes;
+    ``table`` is the SRAM table (:mod:`cdm_qta.hw.sram_table`; default: the shipped one)."""
     if dataflow not in DATAFLOWS:
         raise ValueError(f"dataflow must be one of {', '.join(DATAFLOWS)}, not {dataflow!r}")
     if transpose not in TRANSPOSE:
@@ -660,7 +665,7 @@ def evaluate_step(
         raise ValueError(f"clock must be positive, not {clock_mhz!r} MHz")
     timing, gbps, bw_note = dram_timing_for(cfg, dram_gbps, clock_mhz)
     pred_name = resolve_predictor(predictor, timing)
-    model, energy_source = _energy_model(cfg, clock_mhz, vdd, synth)
+    model, energy_source = _energy_model(cfg, clock_mhz, vdd, synth, table)
     flows = ("ws", "os") if dataflow == "hybrid" else (dataflow,)
     keys = list(dict.fromkeys(gemm_key(g) for g in gemms))
     tasks = [(cfg, key, flows, transpose == "auto", timing, pred_name, cache_dir) for key in keys]
