@@ -100,6 +100,17 @@ def synth(session: nox.Session) -> None:
 
 
 @nox.session
+def report(session: nox.Session) -> None:
+    """Table I, `qta perf` of the SD 1.5 step, Fig. 6 and a sweep into build/report/ with a
+    report.md naming each figure's command (`nox -s report -- --workload tiny --array-n 16`;
+    Table I and the sweep need `nox -s synth` first, else report.md says so)."""
+    session.install(TORCH)
+    session.install(*CONSTRAINTS, "-e", ".[ml]")
+    session.env["OMP_NUM_THREADS"] = "1"  # torch only traces; keep it off the other cores
+    session.run("qta", "report", *session.posargs)
+
+
+@nox.session
 def mutants(session: nox.Session) -> None:
     """Mutation testing: hand-written and yosys `mutate` mutants of the PE, array core,
     accelerator and DMA, each judged by its fast suite under Icarus; prints the table

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "perf": "cdm_qta.sw.perf",
     "fig6": "cdm_qta.sw.fig6",
     "sweep": "cdm_qta.sw.sweep",
+    "report": "cdm_qta.sw.report",
 }
 
 
