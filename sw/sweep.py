@@ -10,9 +10,9 @@ macros of the CACTI table (:class:`cdm_qta.hw.sram_table.SramTable`, ping-pong m
 
 SRAM shapes CACTI was not run for (other depths than the paper's) are interpolated in the
 table, flagged ``sram_interpolated``: every figure of the macro (area, energy per access,
-leakage, timing) as a power law ``a * capacity^b`` through the two runs of the same row width
-and ports nearest in capacity (``python -m cdm_qta.hw.sram_table --cacti PATH`` runs CACTI
-for real). A shape with fewer than two such runs is refused.
+leakage, timing) as a power law ``a * capacity^b * row_bytes^c`` fitted (least squares in
+logs) to every CACTI run with the same ports (``python -m cdm_qta.hw.sram_table --cacti PATH``
+runs CACTI for real). Ports with fewer than three runs are refused.
 
 Points run in parallel through a standard executor (:mod:`cdm_qta.sw.parallel`: local
 processes with ``--jobs``, a Dask or Ray cluster with ``--scheduler``). Writes
@@ -98,23 +98,24 @@ def point_config(n: int, sram_scale: float) -> AcceleratorConfig:
 
 
 def _interpolate(table: SramTable, capacity: int, row: int, ports: str) -> SramMacro:
-    same = sorted(
-        (m for (c, r, p), m in table.macros.items() if r == row and p == ports),
-        key=lambda m: (abs(math.log(m.capacity_bytes / capacity)), m.capacity_bytes),
-    )
-    if len(same) < 2:
+    import numpy as np
+
+    same = [m for (_, _, p), m in table.macros.items() if p == ports]
+    if len(same) < 3:
         raise ValueError(
             f"cannot interpolate a {ports} SRAM of {capacity} bytes with {row}-byte rows: the "
-            f"CACTI table has {len(same)} run(s) of that row width and ports; run CACTI "
+            f"CACTI table has {len(same)} {ports} run(s); run CACTI "
             "(python -m cdm_qta.hw.sram_table --cacti PATH)"
         )
-    a, b = sorted(same[:2], key=lambda m: m.capacity_bytes)
-    t = math.log(capacity / a.capacity_bytes) / math.log(b.capacity_bytes / a.capacity_bytes)
+    # log f = a + b log(capacity) + c log(row bytes), least squares over the same-port runs
+    x = np.array([[1.0, math.log(m.capacity_bytes), math.log(m.row_bytes)] for m in same])
+    want = np.array([1.0, math.log(capacity), math.log(row)])
     fields: dict[str, Any] = {"capacity_bytes": capacity, "row_bytes": row, "ports": ports}
     for f in ("area_mm2", "read_pj", "write_pj", "leakage_mw", "access_ns", "cycle_ns"):
-        lo, hi = getattr(a, f), getattr(b, f)
-        fields[f] = lo * (hi / lo) ** t if lo > 0 and hi > 0 else lo + (hi - lo) * t
-    fields["vdd"] = a.vdd
+        y = np.log(np.array([max(getattr(m, f), 1e-12) for m in same]))
+        coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+        fields[f] = float(math.exp(want @ coef))
+    fields["vdd"] = same[0].vdd
     return SramMacro(**fields)
 
 
