@@ -39,7 +39,14 @@ from cdm_qta.hw.sram_table import SramMacro, SramTable, load_sram_table
 
 from .errors import CliError
 from .parallel import check_scheduler, executor_for
-from .perf import DEFAULT_CACHE, add_common, config_for, evaluate_step, load_workload
+from .perf import (
+    DEFAULT_CACHE,
+    add_common,
+    config_for,
+    dram_timing_for,
+    evaluate_step,
+    load_workload,
+)
 from .tables import format_table
 
 __all__ = [
@@ -210,7 +217,13 @@ def sweep(
     from cdm_qta.hw.synth import load_results
 
     load_results(synth_path)  # fail before the first point
-    grid = list(itertools.product(ns, sram_scales, dram_gbps))
+    grid, seen = [], set()
+    for n, s, g in itertools.product(ns, sram_scales, dram_gbps):
+        # bandwidths above the bus's peak are capped there: one point, not several equal ones
+        timing = dram_timing_for(point_config(n, s), g, args.clock_mhz)[0]
+        if (n, s, timing) not in seen:
+            seen.add((n, s, timing))
+            grid.append((n, s, g))
     configs = [point_config(n, s) for n, s, _ in grid]
     table, interpolated = table_for(configs)
     _, gemms = load_workload(workload, mode)

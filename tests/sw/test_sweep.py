@@ -3,6 +3,7 @@ front is right on a constructed set, the executors and their errors."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -116,6 +117,7 @@ def test_sweep_points_are_perf_totals_plus_areas(tmp_path: Path) -> None:
     ]
     assert main(argv) == 0
     doc = json.loads((out / "sweep.json").read_text())
+    # N=4's 16-byte bus peaks at 6.4 GB/s: 100 GB/s is capped there, N=8's at 12.8
     assert len(doc["points"]) == 4
     res = SynthResults(json.loads(synth.read_text()))
     table = load_sram_table()
@@ -153,3 +155,24 @@ def test_sweep_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "--scheduler must be" in capsys.readouterr().err
     assert main([*base, "--synth", synth, "--array-n", "8,x"]) == 2
     assert "comma-separated list" in capsys.readouterr().err
+
+
+def test_bandwidths_capped_by_the_bus_are_one_point(tmp_path: Path) -> None:
+    args = argparse.Namespace(
+        synth=_synth(tmp_path / "s.json"),
+        clock_mhz=400.0,
+        vdd=1.1,
+        predictor="exact",
+        no_cache=True,
+        cache=None,
+        no_progress=True,
+    )
+    doc = sweep.sweep(
+        str(_workload(tmp_path / "w.jsonl")),
+        "lora",
+        ns=[4],
+        dram_gbps=[100.0, None, 200.0, 3.2],
+        args=args,
+    )
+    # N=4: a 16-byte bus at 400 MHz is 6.4 GB/s; 100, 200 and the default are all that
+    assert [p["dram_gbps"] for p in doc["points"]] == [6.4, 3.2]
