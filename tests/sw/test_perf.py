@@ -65,7 +65,7 @@ def _instruction_counts(cfg: AcceleratorConfig, insns: tuple) -> dict[str, int]:
         (AcceleratorConfig.small(4, rows=32), (50, 37, 21)),
         (AcceleratorConfig.small(4, rows=16), (7, 70, 9)),
     ],
-    ids=str,
+    ids=["scaled8", "scaled4", "small4-rows32", "small4-rows16"],
 )
 @pytest.mark.parametrize("flow", [Dataflow.WS, Dataflow.OS], ids=lambda f: f.name)
 def test_sram_counts_equal_the_compiled_instructions(
@@ -261,3 +261,12 @@ def test_cli_bad_workloads_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert "bad.jsonl:1: k must be a positive integer, not 0" in capsys.readouterr().err
     assert main(["perf", "--workload", "sd99"]) == 2
     assert "workload must be one of" in capsys.readouterr().err
+
+
+def test_local_processes_give_the_same_numbers() -> None:
+    from cdm_qta.sw.parallel import executor_for
+
+    with executor_for(2) as pool:
+        assert pool is not None
+        parallel = _eval(GEMMS, executor=pool)
+    assert parallel.to_dict() == _eval(GEMMS).to_dict()
