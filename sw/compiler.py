@@ -217,8 +217,9 @@ def _check_shape(cfg: AcceleratorConfig, m: int, k: int, n: int) -> None:
 
 def _emit_sequential(
     cfg: AcceleratorConfig, m: int, k: int, n: int, t: Tiling, lay: GemmLayout
-) -> list[Instruction]:
-    """The tiled loop nest as a sequential program (no tokens yet)."""
+) -> tuple[list[Instruction], list[int]]:
+    """The tiled loop nest as a sequential program (no tokens yet), and the first instruction
+    of each M block (the blocks are contiguous in this order)."""
     big_n = cfg.n
     in_half, out_half = cfg.input_rows // 2, cfg.output_rows // 2
     mb, kl = t.m_block, t.k_tile
@@ -227,7 +228,9 @@ def _emit_sequential(
     out: list[Instruction] = []
     seq_in = seq_out = seq_w = 0
     resident: set[tuple[int, int]] = set()
+    block_starts: list[int] = []
     for b in range(nblk):
+        block_starts.append(len(out))
         i0 = b * mb
         rows = min(mb, m - i0)
         for jc0 in range(0, nt, t.n_chunk):
@@ -296,7 +299,7 @@ def _emit_sequential(
                                     stride=lay.c_stride,
                                 )
                             )
-    return out
+    return out, block_starts
 
 
 # -- compilation ---------------------------------------------------------------------------------
@@ -327,33 +330,59 @@ def compile_gemm(
         raise ShapeError(f"dataflow must be WS or OS, not {dataflow!r}") from None
     m, k, n = int(m), int(k), int(n)
     tiling = plan_tiling(cfg, m, k, n, dataflow)
+    return _compile(cfg, m, k, n, tiling, trans_a=trans_a, trans_b=trans_b)[0]
+
+
+def _compile(
+    cfg: AcceleratorConfig,
+    m: int,
+    k: int,
+    n: int,
+    tiling: Tiling,
+    *,
+    trans_a: bool,
+    trans_b: bool,
+    verify: bool = True,
+) -> tuple[GemmProgram, list[int]]:
+    """:func:`compile_gemm` with a given tiling; also returns, per final instruction, its M
+    block (-1 for the FENCE). ``verify=False`` skips :func:`verify_program` (a proof the
+    compiler's output already passed for the same loop nest, used by the estimates of
+    :mod:`cdm_qta.sw.estimate` on truncated GEMMs)."""
     try:
         layout = GemmLayout.plan(
             cfg,
             m,
             k,
             n,
-            dataflow=dataflow,
+            dataflow=tiling.dataflow,
             m_block=tiling.m_block,
             trans_a=trans_a,
             trans_b=trans_b,
         )
     except DramError as exc:
         raise ShapeError(str(exc)) from None
-    body = assign_tokens(cfg, _emit_sequential(cfg, m, k, n, tiling, layout))
+    seq, block_starts = _emit_sequential(cfg, m, k, n, tiling, layout)
+    body = assign_tokens(cfg, seq)
     # Dispatch order = predicted start order. Dependent instructions start strictly after their
     # producers finish, so the sort keeps every conflicting pair (and each engine) in order.
     pred = predict(cfg, body)
     order = sorted(range(len(body)), key=lambda i: (pred.start[i], i))
     insns = (*(body[i] for i in order), Fence())
-    verify_program(cfg, insns)
-    return GemmProgram(
+    if verify:
+        verify_program(cfg, insns)
+    block_of_seq = [0] * len(body)
+    for b, lo in enumerate(block_starts):
+        hi = block_starts[b + 1] if b + 1 < len(block_starts) else len(body)
+        block_of_seq[lo:hi] = [b] * (hi - lo)
+    block_of = [block_of_seq[i] for i in order] + [-1]
+    program = GemmProgram(
         cfg=cfg,
         tiling=tiling,
         layout=layout,
         instructions=insns,
         prediction=predict(cfg, insns),
     )
+    return program, block_of
 
 
 def choose_dataflow(
