@@ -7,6 +7,7 @@
     python -m mutants --hand-only          # the eight hand-written mutants (and controls)
     python -m mutants --sample 5           # 5 yosys mutants per target instead of the defaults
     python -m mutants list                 # what would run, without simulating
+    python -m mutants --targets dma --only y1-000,y1-011   # re-judge just these mutants
 
 (with ``tests`` on ``PYTHONPATH``). Prints the table (mutant, where, killed, by which test)
 and a summary, writes JSON (``--json``, default ``<build>/mutants/results.json``), and exits
@@ -25,6 +26,10 @@ from .stage import main_stage
 from .targets import TARGETS
 
 
+def _ids(spec: str) -> tuple[str, ...]:
+    return tuple(i.strip() for i in spec.split(",") if i.strip())
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m mutants", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -36,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=1, help="mutate -list seed (default 1)")
         p.add_argument("--hand-only", action="store_true", help="no yosys sample")
         p.add_argument("--no-hand", action="store_true", help="no hand-written mutants")
+        p.add_argument(
+            "--only",
+            type=_ids,
+            default=(),
+            help="comma-separated mutant ids, each id of every target or TARGET:ID of one "
+            "(e.g. y1-001,dma:y1-011); the controls still run",
+        )
         p.add_argument("--build", type=Path, help="build folder (default $CDM_QTA_BUILD/mutants)")
         p.add_argument("--jobs", type=int, default=2, help="mutants judged at once (default 2)")
         p.add_argument("--nice", type=int, default=10, help="niceness of simulations")

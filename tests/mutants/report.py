@@ -58,6 +58,13 @@ def select(
     return out
 
 
+def chosen(mutants: Sequence[Mutant], only: Sequence[str]) -> list[Mutant]:
+    """The mutants named in ``only`` by ``id`` or ``target:id`` (all of them if it is empty)."""
+    if not only:
+        return list(mutants)
+    return [m for m in mutants if m.id in only or f"{m.target}:{m.id}" in only]
+
+
 def survivor_key(outcome: Outcome) -> str:
     commands = "; ".join(m.command() for m in outcome.mutant.mutations)
     return f"{outcome.mutant.target}: {commands or outcome.mutant.id}"
@@ -80,14 +87,14 @@ def run(
 ) -> list[Outcome]:
     """Judge the controls of ``targets``, then their mutants.
 
-    ``only`` keeps just the mutants of these ids; ``exclude`` leaves tests (or ``"fuzz"``) of a
+    ``only`` keeps just the mutants of these ids (``y1-001`` in every target, or
+    ``accelerator:y1-001``: see :func:`chosen`); ``exclude`` leaves tests (or ``"fuzz"``) of a
     target out of its suites (see :class:`~mutants.flow.Runner`).
     """
     preps = {name: prepare(TARGETS[name], base) for name in targets}
     runner = Runner(jobs=jobs, nice=nice, keep=keep, exclude=exclude)
     mutants = select(preps, sample=sample, seed=seed, hand=hand, yosys=yosys)
-    if only:
-        mutants = [m for m in mutants if m.id in only]
+    mutants = chosen(mutants, only)
     outcomes: list[Outcome] = []
     try:
         _judge_all(runner, preps, targets, mutants, outcomes, log)
@@ -232,6 +239,7 @@ def main_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         hand=not args.no_hand,
         yosys=not args.hand_only,
+        only=args.only,
         jobs=args.jobs,
         nice=args.nice,
         keep=args.keep,
@@ -266,7 +274,7 @@ def main_list(args: argparse.Namespace) -> int:
             {name: prep}, sample=args.sample, seed=args.seed,
             hand=not args.no_hand, yosys=not args.hand_only,
         )  # fmt: skip
-        for m in mutants:
+        for m in chosen(mutants, args.only):
             resolved = resolve_hand(prep, m) if m.kind == "hand" else m
             what = "; ".join(x.command() for x in resolved.mutations) or resolved.where
             print(f"  {m.id}: {what}")
