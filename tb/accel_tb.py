@@ -137,9 +137,10 @@ class AccelTB:
             channel.queue_occupancy_limit = 16
 
     async def _watch_protocol(self) -> None:
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import ReadOnly, RisingEdge
 
         await RisingEdge(self.dut.protocol_error)
+        await ReadOnly()  # the code settles after the sticky error bit's edge
         raise ProtocolViolation(f"AXI protocol violation: {self.protocol_rule().description}")
 
     def protocol_rule(self) -> Rule:

@@ -11,6 +11,8 @@ Rules (AXI4 ARM IHI 0022, plus the design's own, marked *design*):
 * every channel: ``VALID`` stays high until ``READY``; the payload is stable while it waits;
 * AR/AW: INCR bursts only (*design*: the DMA issues nothing else), size at most the bus
   width, no burst crosses a 4 KB boundary, the address aligned to the size (*design*);
+  ``AxCACHE``/``AxPROT`` the fixed values the design drives (*design*: ``CACHE_NORMAL``,
+  ``PROT_DATA``; an interconnect would act on them, the simulated DRAM ignores them);
 * W: strobes only on the byte lanes the beat's address covers; ``WLAST`` exactly on the
   burst's last beat; a burst's AW before its data (*design*: the DMA issues AW first);
 * R: only for an outstanding AR of that ID, ``RLAST`` exactly on its last beat, in order per ID;
@@ -26,7 +28,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from cdm_qta.hw.axi import BURST_INCR, axi4_lite_signature, axi4_signature
+from cdm_qta.hw.axi import BURST_INCR, CACHE_NORMAL, axi4_lite_signature, axi4_signature
+from cdm_qta.hw.dma import PROT_DATA
 
 __all__ = ["AxiLiteMonitor", "AxiMonitor", "Rule", "watch"]
 
@@ -60,6 +63,7 @@ class Rule(enum.IntEnum):
     RLAST = 19
     B_UNEXPECTED = 20
     TOO_MANY_OUTSTANDING = 21
+    CACHE_PROT = 22
     LITE_VALID_DROPPED = 32
     LITE_UNSTABLE = 33
     LITE_RESPONSE_UNEXPECTED = 34
@@ -180,6 +184,8 @@ class AxiMonitor(wiring.Component):
             low = Signal(8, name=f"{prefix}_low")
             m.d.comb += low.eq(addr[:8] & ((1 << size) - 1))
             checks.add(valid & (low != 0), Rule.UNALIGNED)
+            cache, prot = getattr(self, f"{prefix}cache"), getattr(self, f"{prefix}prot")
+            checks.add(valid & ((cache != CACHE_NORMAL) | (prot != PROT_DATA)), Rule.CACHE_PROT)
 
         # ---- reads: per ID, the lengths of outstanding bursts, oldest first, and the beat of
         # the oldest one (AXI4 lets bursts of different IDs interleave; one ID stays in order)

@@ -224,6 +224,7 @@ class DmaTB:
     async def _watch_protocol(self) -> None:
         """An AXI rule broken anywhere fails the test at once, by name."""
         await RisingEdge(self.dut.protocol_error)
+        await ReadOnly()  # the code settles after the sticky error bit's edge
         rule = Rule(self.dut.protocol_code.value.to_unsigned())
         raise AssertionError(f"AXI protocol violation: {rule.description}")
 
