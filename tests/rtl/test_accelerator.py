@@ -40,6 +40,14 @@ TIMEOUT_MS = 200  # simulated time per cocotb test (the wrap test is the longest
 TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 #: Counters the golden back end counts exactly, as the hardware does.
 EXACT_COUNTERS = ("macs", "insns_retired", "dma_read_bytes", "dma_write_bytes")
+#: Per engine, the counters of cycles in which it waits: each such cycle is one of its busy
+#: cycles (a wait needs a queued instruction or a transfer in flight), and every busy cycle
+#: is one of the ``cycles`` counter's (an engine is busy only while the accelerator is).
+ENGINE_WAITS = {
+    "load": ("wait_token", "wait_bus"),
+    "compute": ("wait_token", "wait_array"),
+    "store": ("wait_token", "wait_bus"),
+}
 
 
 def _setup(dut: object) -> tuple[SimTopConfig, np.random.Generator]:
@@ -47,6 +55,24 @@ def _setup(dut: object) -> tuple[SimTopConfig, np.random.Generator]:
     seed = cocotb.RANDOM_SEED
     dut._log.info(f"config {top.to_json()}, test seed {seed}")
     return top, np.random.default_rng(seed)
+
+
+def check_counters(cfg: AcceleratorConfig, counters: dict[str, int]) -> None:
+    """Bounds every counter obeys by the way hw/accelerator.py counts (all 64 bits of each,
+    also those no model predicts): a wait inside its engine's busy cycles, those inside
+    ``cycles``; at most N*N MACs per busy compute cycle and one bus beat of written bytes per
+    busy store cycle."""
+    cycles = counters["cycles"]
+    for engine, waits in ENGINE_WAITS.items():
+        busy = counters[f"{engine}_busy"]
+        assert busy <= cycles, f"{engine}_busy {busy} > cycles {cycles}"
+        for wait in waits:
+            value = counters[f"{engine}_{wait}"]
+            assert value <= busy, f"{engine}_{wait} {value} > {engine}_busy {busy}"
+    macs, compute = counters["macs"], counters["compute_busy"]
+    assert macs <= cfg.n * cfg.n * compute, f"{macs} MACs in {compute} compute cycles"
+    written, store = counters["dma_write_bytes"], counters["store_busy"]
+    assert written <= cfg.dram_bus_bytes * store, f"{written} bytes in {store} store cycles"
 
 
 def _pad(x: np.ndarray, stride: int) -> bytes:
@@ -97,6 +123,7 @@ class Twin:
             assert counters[name] == want.counters[name], (
                 f"{name}: RTL {counters[name]}, golden {want.counters[name]}"
             )
+        check_counters(self.tb.accel, counters)
         self.check_cycles(words, errors, counters)
         return errors, counters
 
@@ -163,6 +190,7 @@ async def run_single_tile(tb: AccelTB, mode: Dataflow, a: np.ndarray, b: np.ndar
     got = np.frombuffer(raw, dtype="<i4").reshape(m, -1)[:, :c]
     np.testing.assert_array_equal(got, golden.gemm(a, b))
     assert counters["macs"] == a.shape[0] * a.shape[1] * c
+    check_counters(cfg, counters)
     return counters
 
 
@@ -181,6 +209,7 @@ async def run_compiled(
     want = golden.gemm(a.T if trans_a else a, b.T if trans_b else b)
     np.testing.assert_array_equal(got, want)
     assert counters["macs"] == program.macs
+    check_counters(tb.accel, counters)
     return counters, program
 
 
@@ -240,6 +269,16 @@ if cocotb is not None:
             ("compute_range", [Compute(k=1, m=1, c=0)]),
             ("store_range", [Store(sram_row=cfg.output_rows, rows=1, row_bytes=4)]),
             ("dma_window", [Store(rows=1, row_bytes=4, dram_addr=outside)]),
+            # A rejected STORE between good ones: its rows are dropped while the write response
+            # of the burst before it is still due; all three retire, the last one writes.
+            (
+                "dma_window",
+                [
+                    Store(rows=2, row_bytes=4 * n, dram_addr=0x100, stride=_round(4 * n, bus)),
+                    Store(rows=2, row_bytes=4, dram_addr=outside, stride=bus),
+                    Store(rows=1, row_bytes=4 * n, dram_addr=0x200),
+                ],
+            ),
             ("load_range", [Load(rows=0, row_bytes=1)]),
             ("illegal_insn", [Fence(push_next=True)]),
             # Tokens of rejected instructions still flow: a consumer waiting on them finishes.
@@ -472,6 +511,49 @@ if cocotb is not None:
         await twin.check(0x3000, n * lay["c_stride"])
 
     @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
+    async def more_transfers_than_fit_in_flight(dut: object) -> None:
+        """Single-row LOADs and STOREs, more than ``transfers_in_flight`` (up to 4x, as the
+        buffers allow), released at once: the first input LOAD waits for a token while the
+        queues fill behind it, so the engines' queues of started transfers run full with the
+        next instruction waiting. Every row must still land where its own instruction says
+        (rows 16 apart differ in bit 4 of their row number), as in the golden back end."""
+        top, rng = _setup(dut)
+        cfg = top.accel
+        n, bus = cfg.n, cfg.dram_bus_bytes
+        tb = AccelTB(dut, top, rng)
+        await tb.start()
+        twin = Twin(tb)
+        await twin.mirror()
+        rows = min(4 * cfg.transfers_in_flight, cfg.input_rows, cfg.output_rows)
+        a, b = golden.rand_int(rng, (rows, n)), golden.rand_int(rng, (n, n))
+        a_stride, c_stride = _round(n, bus), _round(4 * n, bus)
+        b_addr, c_addr = rows * a_stride, 0x1000
+        await twin.write(0, _pad(a.astype(np.int8), a_stride))
+        await twin.write(b_addr, _pad(b.astype(np.int8), a_stride))
+        program: list[Instruction] = [
+            Load(buffer=Buffer.WEIGHT, rows=n, row_bytes=n, dram_addr=b_addr, stride=a_stride,
+                 push_next=True),
+            # Holds the input LOADs back until the weights are in (its output row is
+            # overwritten below).
+            Compute(k=n, m=1, c=n, pop_prev=True, push_prev=True),
+        ]  # fmt: skip
+        program += [
+            Load(buffer=Buffer.INPUT, sram_row=r, rows=1, row_bytes=n, dram_addr=r * a_stride,
+                 pop_next=r == 0, push_next=r == rows - 1)
+            for r in range(rows)
+        ]  # fmt: skip
+        program.append(Compute(k=n, m=rows, c=n, pop_prev=True, push_next=True))
+        program += [
+            Store(sram_row=r, rows=1, row_bytes=4 * n, dram_addr=c_addr + r * c_stride,
+                  pop_prev=r == 0)
+            for r in range(rows)
+        ]  # fmt: skip
+        await twin.run([*program, Fence()])
+        await twin.check(c_addr, rows * c_stride)
+        got = np.frombuffer(await tb.dram_read(c_addr, rows * c_stride), dtype="<i4")
+        np.testing.assert_array_equal(got.reshape(rows, -1)[:, :n], golden.gemm(a, b))
+
+    @cocotb.test(timeout_time=TIMEOUT_MS, timeout_unit="ms")
     async def reset_in_the_middle_of_a_program(dut: object) -> None:
         """Reset while a GEMM runs: the accelerator comes back idle, clean and exact."""
         from cocotb.triggers import ClockCycles
@@ -498,7 +580,8 @@ if cocotb is not None:
         await tb.reset()
         busy, errors = await tb.status()
         assert not busy and not errors and not dut.done.value
-        assert (await tb.counters())["cycles"] == 0
+        counters = await tb.counters()
+        assert not any(counters.values()), f"counters after reset: {counters}"
         await run_compiled(tb, a, b, "os", False, False)
 
     def random_stream(
