@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -251,6 +252,7 @@ def token_queue(producer: Engine, consumer: Engine) -> TokenQueue:
     return TokenQueue(Engine(producer), Engine(consumer))
 
 
+@functools.cache  # 3 engines x 4 flags; asked once per flag of every instruction checked
 def _flag_queue(engine: Engine, flag: str) -> TokenQueue | None:
     side = engine.prev if flag.endswith("_prev") else engine.next
     if side is None:
@@ -272,12 +274,25 @@ def legal_flags(opcode: Opcode) -> frozenset[str]:
 
 def field_offsets(opcode: Opcode) -> dict[str, tuple[int, int]]:
     """``name -> (lsb offset, width)`` for every field of ``opcode``, header included."""
-    out: dict[str, tuple[int, int]] = {}
+    return {name: (at, bits) for name, at, bits in _offsets(opcode)}
+
+
+@functools.cache
+def _offsets(opcode: Opcode) -> tuple[tuple[str, int, int], ...]:
+    """(name, lsb offset, width) per field: computed once per opcode, as encoding and decoding
+    every word of a long program ask for it each time."""
+    out: list[tuple[str, int, int]] = []
     at = 0
     for name, bits in HEADER + FIELDS[opcode]:
-        out[name] = (at, bits)
+        out.append((name, at, bits))
         at += bits
-    return out
+    return tuple(out)
+
+
+@functools.cache
+def _field_kinds(cls: type) -> tuple[tuple[str, bool], ...]:
+    """(name, whether a flag) per dataclass field of an instruction class, in order."""
+    return tuple((f.name, isinstance(f.default, bool)) for f in dataclasses.fields(cls))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -292,12 +307,12 @@ class Instruction:
     push_next: bool = False
 
     def fields(self) -> dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: int(getattr(self, name)) for name, _ in _field_kinds(type(self))}
 
     def encode(self) -> int:
         word = 0
         values = {"opcode": int(self.OPCODE), **self.fields()}
-        for name, (at, bits) in field_offsets(self.OPCODE).items():
+        for name, at, bits in _offsets(self.OPCODE):
             value = values[name]
             if not 0 <= value < (1 << bits):
                 raise IllegalInstruction(
@@ -402,20 +417,18 @@ def decode(word: int) -> Instruction:
         opcode = Opcode(raw)
     except ValueError:
         raise IllegalInstruction(f"unknown opcode {raw} in {word:#034x}") from None
-    offsets = field_offsets(opcode)
+    offsets = _offsets(opcode)
     values = {
-        name: (word >> at) & ((1 << bits) - 1)
-        for name, (at, bits) in offsets.items()
-        if name != "opcode"
+        name: (word >> at) & ((1 << bits) - 1) for name, at, bits in offsets if name != "opcode"
     }
-    used = sum(bits for _, bits in offsets.values())
+    used = sum(bits for _, _, bits in offsets)
     if word >> used:
         raise IllegalInstruction(f"{opcode.name} has non-zero unused bits: {word:#034x}")
     cls = _CLASSES[opcode]
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        v = values[f.name]
-        kwargs[f.name] = bool(v) if isinstance(f.default, bool) else v
+    for name, flag in _field_kinds(cls):
+        v = values[name]
+        kwargs[name] = bool(v) if flag else v
     if opcode == Opcode.LOAD:
         kwargs["buffer"] = Buffer(kwargs["buffer"])
     return cls(**kwargs)

@@ -215,11 +215,29 @@ def _check_shape(cfg: AcceleratorConfig, m: int, k: int, n: int) -> None:
         )
 
 
+def _kept_tiles(start: int, stop: int, keep: int | None) -> list[int]:
+    """Tiles ``start..stop-1`` of one chunk that a cut program keeps: all (``keep`` None), or
+    the first ``keep - 1`` and the chunk's last (which may be short, and ends the chunk)."""
+    if keep is None or stop - start <= keep:
+        return list(range(start, stop))
+    return [*range(start, start + keep - 1), stop - 1]
+
+
 def _emit_sequential(
-    cfg: AcceleratorConfig, m: int, k: int, n: int, t: Tiling, lay: GemmLayout
+    cfg: AcceleratorConfig,
+    m: int,
+    k: int,
+    n: int,
+    t: Tiling,
+    lay: GemmLayout,
+    keep_n: int | None = None,
 ) -> tuple[list[Instruction], list[int]]:
     """The tiled loop nest as a sequential program (no tokens yet), and the first instruction
-    of each M block (the blocks are contiguous in this order)."""
+    of each M block (the blocks are contiguous in this order).
+
+    ``keep_n``: emit only :func:`_kept_tiles` of every chunk of column tiles, at their real
+    SRAM rows and DRAM addresses (a cut program for :mod:`cdm_qta.sw.estimate`; what it
+    computes is not the GEMM)."""
     big_n = cfg.n
     in_half, out_half = cfg.input_rows // 2, cfg.output_rows // 2
     mb, kl = t.m_block, t.k_tile
@@ -240,7 +258,7 @@ def _emit_sequential(
                 i_base = (seq_in % 2) * in_half
                 seq_in += 1
                 have: set[int] = set()
-                for jt in range(jc0, min(nt, jc0 + t.n_chunk)):
+                for jt in _kept_tiles(jc0, min(nt, jc0 + t.n_chunk), keep_n):
                     cols = min(big_n, n - jt * big_n)
                     for kt in range(kc0, min(kt_n, kc0 + t.k_chunk)):
                         ksz = min(kl, k - kt * kl)
@@ -343,11 +361,13 @@ def _compile(
     trans_a: bool,
     trans_b: bool,
     verify: bool = True,
+    keep_n: int | None = None,
 ) -> tuple[GemmProgram, list[int]]:
     """:func:`compile_gemm` with a given tiling; also returns, per final instruction, its M
     block (-1 for the FENCE). ``verify=False`` skips :func:`verify_program` (a proof the
     compiler's output already passed for the same loop nest, used by the estimates of
-    :mod:`cdm_qta.sw.estimate` on truncated GEMMs)."""
+    :mod:`cdm_qta.sw.estimate` on truncated GEMMs); ``keep_n`` cuts every chunk of column
+    tiles to a few (see :func:`_emit_sequential`)."""
     try:
         layout = GemmLayout.plan(
             cfg,
@@ -361,7 +381,7 @@ def _compile(
         )
     except DramError as exc:
         raise ShapeError(str(exc)) from None
-    seq, block_starts = _emit_sequential(cfg, m, k, n, tiling, layout)
+    seq, block_starts = _emit_sequential(cfg, m, k, n, tiling, layout, keep_n)
     body = assign_tokens(cfg, seq)
     # Dispatch order = predicted start order. Dependent instructions start strictly after their
     # producers finish, so the sort keeps every conflicting pair (and each engine) in order.

@@ -34,7 +34,7 @@ def bench_step(
     step = trace_step(model, mode)
     trace_s = time.perf_counter() - t0
     cfg = AcceleratorConfig.scaled(n)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     best: dict[Key, Estimate | None] = {}
     spent: dict[Key, float] = {}
     for g in step.gemms:
@@ -50,8 +50,11 @@ def bench_step(
         if spent[key] > 2.0:  # the slow shapes, as they come
             e = best[key]
             how = "-" if e is None else f"{e.simulated_blocks}/{e.blocks} blocks"
+            if e is not None and "N" in e.cut:
+                how += ", a few column tiles per chunk"
             print(f"  {key}: {spent[key]:.1f} s ({how})", flush=True)
     predict_s = time.perf_counter() - t0
+    cpu_s = time.process_time() - cpu0
     cycles = sum(
         g.count * e.cycles
         for g in step.gemms
@@ -68,12 +71,14 @@ def bench_step(
         "utilization": macs / (cycles * n * n) if cycles else 0.0,
         "trace_s": trace_s,
         "predict_s": predict_s,
+        "predict_cpu_s": cpu_s,
     }
     print(
         f"{model} {mode} at N={n}: {len(step.gemms)} GEMMs, {len(best)} distinct shapes "
-        f"({len(extended)} extended from a few M blocks, {int(result['unsupported'])} that do "
-        f"not fit), {cycles:,} cycles ({result['utilization']:.1%} of peak); both dataflows "
-        f"estimated in {predict_s:.1f} s (trace {trace_s:.1f} s)"
+        f"({len(extended)} extended from a few M blocks or column tiles, "
+        f"{int(result['unsupported'])} that do not fit), {cycles:,} cycles "
+        f"({result['utilization']:.1%} of peak); both dataflows "
+        f"estimated in {predict_s:.1f} s ({cpu_s:.1f} CPU s; trace {trace_s:.1f} s)"
     )
     for key in sorted(extended, key=lambda k: -spent[k])[:check]:
         e = best[key]

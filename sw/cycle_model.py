@@ -178,6 +178,9 @@ def _bursts(addr: int, nbytes: int, w: int) -> list[int]:
     return out
 
 
+_QUEUE_INDEX = {q: k for k, q in enumerate(isa.TOKEN_QUEUES)}
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _info(
     word: int,
@@ -187,9 +190,8 @@ def _info(
     x = _decode(word)
     if x is None:
         return None, None, (), (), False
-    index = {q: k for k, q in enumerate(isa.TOKEN_QUEUES)}
-    pops = tuple(index[q] for q in isa.pops(x))
-    pushes = tuple(index[q] for q in isa.pushes(x))
+    pops = tuple(_QUEUE_INDEX[q] for q in isa.pops(x))
+    pushes = tuple(_QUEUE_INDEX[q] for q in isa.pushes(x))
     return x, isa.engine_of(x), pops, pushes, bool(x.illegal_flags)
 
 

@@ -92,12 +92,13 @@ class _Conflict:
 
 
 class _Rows:
-    """Per SRAM row: the last writer and, per engine, the last reader since that write."""
+    """Per SRAM row and engine: the engine-local index of its last write (if that engine wrote
+    the row last) and of its last read since the row's last write; -1 for none. One array per
+    kind, engines along the first axis, so a span is checked with one reduction per kind."""
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
         sizes = {"input": cfg.input_rows, "weight": cfg.weight_rows, "output": cfg.output_rows}
-        self.w_eng = {s: np.full(sizes[s], -1, dtype=np.int8) for s in _SPACES}
-        self.w_loc = {s: np.full(sizes[s], -1, dtype=np.int64) for s in _SPACES}
+        self.w_loc = {s: np.full((len(Engine), sizes[s]), -1, dtype=np.int64) for s in _SPACES}
         self.r_loc = {s: np.full((len(Engine), sizes[s]), -1, dtype=np.int64) for s in _SPACES}
 
     def conflicts(self, eng: Engine, fp: list[Span]) -> dict[Engine, _Conflict]:
@@ -106,16 +107,13 @@ class _Rows:
         for space, lo, hi, write in fp:
             if hi <= lo:
                 continue
-            we, wl = self.w_eng[space][lo:hi], self.w_loc[space][lo:hi]
+            latest = self.w_loc[space][:, lo:hi].max(axis=1)
+            if write:
+                latest = np.maximum(latest, self.r_loc[space][:, lo:hi].max(axis=1))
             for p in Engine:
-                if p == eng:
-                    continue
-                mask = we == p
-                latest = int(wl[mask].max()) if mask.any() else -1
-                if write:
-                    latest = max(latest, int(self.r_loc[space][p, lo:hi].max()))
-                if latest >= 0 and (p not in found or latest > found[p].loc):
-                    found[p] = _Conflict(latest, f"the {space} buffer rows {lo}..{hi - 1}")
+                loc = int(latest[p])
+                if p != eng and loc >= 0 and (p not in found or loc > found[p].loc):
+                    found[p] = _Conflict(loc, f"the {space} buffer rows {lo}..{hi - 1}")
         return found
 
     def update(self, eng: Engine, loc: int, fp: list[Span]) -> None:
@@ -123,8 +121,8 @@ class _Rows:
             if hi <= lo:
                 continue
             if write:
-                self.w_eng[space][lo:hi] = eng
-                self.w_loc[space][lo:hi] = loc
+                self.w_loc[space][:, lo:hi] = -1
+                self.w_loc[space][eng, lo:hi] = loc
                 self.r_loc[space][:, lo:hi] = -1
             else:
                 self.r_loc[space][eng, lo:hi] = loc

@@ -15,6 +15,10 @@ the same cycles block by block, and equal to the step (within a cycle per block 
 more cycles). Otherwise it tries longer periods, and in the end the whole program: a GEMM of
 few or short blocks is always predicted whole (``exact``).
 
+A GEMM whose blocks are long (many column tiles per output chunk) is first cut along N:
+programs that keep 1, 2 and 3 column tiles of every chunk (:func:`_along_n`), each predicted
+along M as above, are extended to the real number of tiles once both steps cost the same.
+
 What this is not: a proof. The DRAM addresses of the cut GEMM differ from the full one's, so a
 4 KB split or a bus conflict that happens only later in the full program is not seen.
 ``tests/sw/test_estimate.py`` holds it to the whole-program model over many shapes, and
@@ -47,6 +51,16 @@ _TRIES = ((4, 1), (6, 2), (8, 3), (10, 4))
 #: block (measured up to 1.6 % on 70-cycle blocks), and the whole program is cheap anyway.
 _MIN_BLOCK_CYCLES = 1000
 
+#: (column tiles per chunk kept in the shortest cut program, tiles per step) tried along N.
+#: Steps of two tiles cover state that alternates per tile (the two weight banks after an
+#: odd number of k-tiles); longer first cuts, blocks too short to be steady.
+_CUT_TRIES = ((1, 1), (2, 1), (3, 1), (1, 2), (2, 2))
+
+#: Chunks of fewer column tiles on average are not cut (too little to gain), nor programs of
+#: fewer instructions (the whole program is cheap enough).
+_MIN_TILES = 8
+_MIN_CUT_INSTRUCTIONS = 3000
+
 
 @dataclasses.dataclass(frozen=True)
 class Estimate(Prediction):
@@ -63,6 +77,7 @@ class Estimate(Prediction):
     blocks: int = 1
     simulated_blocks: int = 1
     exact: bool = True
+    cut: tuple[str, ...] = ()  #: dimensions extended from cut programs, outermost first
 
 
 def _cut(m: int, mb: int, blocks: int, keep: int) -> int:
@@ -90,6 +105,31 @@ def _instructions(t: Tiling, m: int, k: int, n: int, array_n: int) -> int:
     return computes + inputs + weights + stores + 1  # + FENCE
 
 
+def _grown(
+    lo: Prediction, hi: Prediction, left: int, per: int, cycles: int
+) -> dict[str, int | None]:
+    """Counters of ``hi`` grown by ``left`` more units, where ``hi`` ran ``per`` units more
+    than ``lo``; the counters are sums over instructions, so each unit adds what one of those
+    did. ``cycles`` is given: the callers know its step better than a ratio."""
+    out: dict[str, int | None] = {}
+    for name, y in hi.counters.items():
+        x = lo.counters[name]
+        out[name] = None if x is None or y is None else y + (y - x) * left // per
+    out["cycles"] = cycles
+    return out
+
+
+def _m_cut_pays(keep: int, short: int, spent: int, blocks: int) -> bool:
+    """Whether cut programs of ``keep`` and ``short`` M blocks (``spent`` blocks run so far,
+    with them) cost at most two thirds of the whole program's ``blocks``."""
+    return 3 * (keep + short) <= 2 * blocks and 3 * spent <= 2 * blocks
+
+
+def _chunk_sizes(tiles: int, chunk: int) -> tuple[int, ...]:
+    """Tiles in each chunk of ``chunk`` tiles (the last may be shorter)."""
+    return tuple(min(chunk, tiles - c) for c in range(0, tiles, chunk))
+
+
 @functools.lru_cache(maxsize=4096)
 def estimate_gemm(
     cfg: AcceleratorConfig,
@@ -102,7 +142,8 @@ def estimate_gemm(
     trans_b: bool = False,
 ) -> Estimate:
     """Every counter of ``compile_gemm(cfg, m, k, n, ...)`` run on ``cfg``, as the cycle model
-    predicts it, in a fraction of the time for GEMMs of many M blocks (see the module doc).
+    predicts it, in a fraction of the time for GEMMs of many M blocks or many tiles per chunk
+    (see the module doc).
 
     Raises :class:`~cdm_qta.sw.compiler.ShapeError` exactly when :func:`compile_gemm` would.
     Cached per arguments.
@@ -114,16 +155,89 @@ def estimate_gemm(
         raise ShapeError(f"dataflow must be WS or OS, not {dataflow!r}") from None
     m, k, n = int(m), int(k), int(n)
     t = plan_tiling(cfg, m, k, n, dataflow)
-    blocks = t.counts(m, k, n, cfg.n)[0]
     total = _instructions(t, m, k, n, cfg.n)
-    common = {"dataflow": dataflow, "tiling": t, "instructions": total, "blocks": blocks}
+    est = None
+    if total >= _MIN_CUT_INSTRUCTIONS:
+        est = _along_n(cfg, m, k, n, t, trans_a, trans_b)
+    if est is None:
+        est = _along_m(cfg, m, k, n, t, trans_a, trans_b, None, whole=True)
+    assert est is not None
+    return dataclasses.replace(est, instructions=total)
+
+
+def _along_n(
+    cfg: AcceleratorConfig, m: int, k: int, n: int, t: Tiling, trans_a: bool, trans_b: bool
+) -> Estimate | None:
+    """The GEMM extended from programs cut to a few column tiles per chunk (``None`` if its
+    chunks are too short, or no cut reached a steady state).
+
+    The cut programs keep ``j``, ``j + p`` and ``j + 2p`` column tiles of every chunk
+    (:func:`~cdm_qta.sw.compiler._kept_tiles`: the first ones and the chunk's last, at their
+    real SRAM rows and DRAM addresses), each predicted along M (:func:`_along_m`); if both
+    steps of ``p`` tiles cost the same cycles (within 0.05 %), every counter grows by that step
+    for each further ``p`` tiles per chunk. Not along K: a chunk cut to a few k-tiles lets the
+    weight ring run further ahead than in the real program (measured up to 5 % too few cycles).
+    """
+    blocks, _, nt = t.counts(m, k, n, cfg.n)
+    sizes = _chunk_sizes(nt, t.n_chunk)
+    chunks = len(sizes)
+    if nt < _MIN_TILES * chunks:
+        return None
+    # Where M blocks cannot be extended, a cut program is always cheap to run whole; where
+    # they can, one whose short blocks are not steady is skipped for a longer cut.
+    keep, period = _TRIES[0]
+    whole = not _m_cut_pays(keep, keep - period, 0, blocks)
+    for first, period in _CUT_TRIES:
+        js = (first, first + period, first + 2 * period)
+        if js[-1] > min(sizes) or 2 * chunks * js[-1] > nt:
+            continue  # a chunk too short to grow, or the cuts would cost half the whole
+        runs = []
+        for j in js:
+            run = _along_m(cfg, m, k, n, t, trans_a, trans_b, j, whole=whole)
+            if run is None:
+                break
+            runs.append(run)
+        if len(runs) < len(js):
+            continue
+        lo, mid, hi = runs
+        step = hi.cycles - mid.cycles
+        if abs(mid.cycles - lo.cycles - step) > step // 2000:
+            continue
+        grown = chunks * period  # tiles one step adds
+        left = nt - chunks * js[-1]  # tiles the cut programs leave out
+        cycles = hi.cycles + round(step * left / grown)
+        counters = _grown(mid, hi, left, grown, cycles)
+        return dataclasses.replace(
+            hi, counters=counters, start=(), done=(), exact=False, cut=("N", *hi.cut)
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _along_m(
+    cfg: AcceleratorConfig,
+    m: int,
+    k: int,
+    n: int,
+    t: Tiling,
+    trans_a: bool,
+    trans_b: bool,
+    keep_n: int | None,
+    *,
+    whole: bool,
+) -> Estimate | None:
+    """The GEMM (cut to ``keep_n`` column tiles per chunk) predicted from a few of its M
+    blocks, extended (see the module doc), or else whole (``whole=False``: ``None``)."""
+    blocks = t.counts(m, k, n, cfg.n)[0]
+    cut_n = keep_n is not None
+    common = {"dataflow": t.dataflow, "tiling": t, "blocks": blocks}
     cut: dict[int, tuple[Prediction, list[int]]] = {}  # blocks kept -> run of the cut GEMM
 
     def run(keep: int) -> tuple[Prediction, list[int]]:
         if keep not in cut:
             prog, block_of = _compile(
                 cfg, _cut(m, t.m_block, blocks, keep), k, n, t, trans_a=trans_a,
-                trans_b=trans_b, verify=False,
+                trans_b=trans_b, verify=False, keep_n=keep_n,
             )  # fmt: skip
             cut[keep] = (prog.prediction, block_of)
         return cut[keep]
@@ -131,8 +245,8 @@ def estimate_gemm(
     for keep, period in _TRIES:
         short = keep - period
         fresh = (keep not in cut) * keep + (short not in cut) * short
-        if 2 * (keep + short) > blocks or sum(cut) + fresh > blocks // 2:
-            continue  # the cut programs would cost more than half the whole one
+        if not _m_cut_pays(keep, short, sum(cut) + fresh, blocks):
+            continue
         (p, _), (q, block_of) = run(short), run(keep)
         step = q.cycles - p.cycles
         ends = _block_ends(q, block_of, keep)
@@ -150,24 +264,21 @@ def estimate_gemm(
             and abs(sum(last) - step) <= slack * period
         ):
             whole_periods, rest = divmod(blocks - keep, period)
-            counters: dict[str, int | None] = {}
-            for name, lo in p.counters.items():
-                hi = q.counters[name]
-                if lo is None or hi is None:
-                    counters[name] = None
-                elif name == "cycles":
-                    counters[name] = hi + whole_periods * step + sum(last[:rest])
-                else:
-                    counters[name] = hi + whole_periods * (hi - lo) + rest * (hi - lo) // period
+            cycles = q.cycles + whole_periods * step + sum(last[:rest])
+            counters = _grown(p, q, blocks - keep, period, cycles)
             return Estimate(
                 counters=counters, array_n=cfg.n, start=(), done=(),
-                simulated_blocks=sum(cut), exact=False, **common,
+                simulated_blocks=sum(cut), exact=False, cut=("M",), **common,
             )  # fmt: skip
-    whole, _ = _compile(cfg, m, k, n, t, trans_a=trans_a, trans_b=trans_b, verify=False)
-    pred = whole.prediction
+    if not whole:
+        return None
+    program, _ = _compile(
+        cfg, m, k, n, t, trans_a=trans_a, trans_b=trans_b, verify=False, keep_n=keep_n
+    )
+    pred = program.prediction
     return Estimate(
-        counters=dict(pred.counters), array_n=cfg.n, start=pred.start, done=pred.done,
-        simulated_blocks=blocks, **{**common, "instructions": len(whole.instructions)},
+        counters=dict(pred.counters), array_n=cfg.n, start=() if cut_n else pred.start,
+        done=() if cut_n else pred.done, simulated_blocks=blocks, exact=not cut_n, **common,
     )  # fmt: skip
 
 
