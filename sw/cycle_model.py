@@ -181,6 +181,27 @@ def _bursts(addr: int, nbytes: int, w: int) -> list[int]:
 _QUEUE_INDEX = {q: k for k, q in enumerate(isa.TOKEN_QUEUES)}
 
 
+def _one_burst_per_row(x: Store, w: int) -> bool:
+    """Whether every row of ``x`` (as the STORE loop addresses them) is one burst: at most
+    256 beats, and the rows sit in 4 KB pages alike (stride a multiple of 4 KB) or tile
+    them (stride dividing 4 KB, rows aligned to it and no longer)."""
+    if -(-x.row_bytes // w) > _MAX_BEATS or x.row_bytes > _PAGE_BYTES:
+        return False
+    first = x.dram_addr + x.stride  # the loop's first row address
+    if x.stride % _PAGE_BYTES == 0:
+        return first % _PAGE_BYTES + x.row_bytes <= _PAGE_BYTES
+    return (
+        0 < x.stride <= _PAGE_BYTES
+        and _PAGE_BYTES % x.stride == 0
+        and x.row_bytes <= x.stride
+        and first % x.stride == 0
+    )
+
+
+#: The closed-form jump over multi-beat STORE rows (tests switch it off to compare).
+_STEADY_JUMP = True
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _info(
     word: int,
@@ -719,7 +740,13 @@ class _Model:
         qd = cfg.dma_outstanding
         wl = self.timing.write_latency
         aw_first = load + 1
-        single = -(-x.row_bytes // w) == 1 and self.timing.beat_num == self.timing.beat_den
+        full_rate = self.timing.beat_num == self.timing.beat_den
+        single = -(-x.row_bytes // w) == 1 and full_rate
+        # rows of several beats, each one burst however far the rows go (no 4 KB split)
+        multi = (
+            not single and full_rate and not rejected and _one_burst_per_row(x, w)
+            and _STEADY_JUMP
+        )  # fmt: skip
         row = 0
         while row < x.rows:
             avail = st.issue(row == 0)
@@ -751,6 +778,9 @@ class _Model:
             st.acc.append(self.s_last_load)
             if single and row >= _STREAMER_DEPTH and row < x.rows:
                 if self._store_steady(x.rows - row):
+                    row = x.rows
+            elif multi and row >= _STREAMER_DEPTH and row < x.rows:
+                if self._store_steady_rows(x.rows - row, -(-x.row_bytes // w)):
                     row = x.rows
         self.s_g_end = self.s_last_aw if not rejected else load
         if rejected:
@@ -803,6 +833,59 @@ class _Model:
         bq.extend(range(bb - keep + 1, bb + 1))
         wq.extend(range(ll - keep + 1, ll + 1))
         awq.extend(range(ll - keep + 2, ll + 2))
+        self.s_last_load, self.s_last_b, self.s_last_aw = ll, bb, aw_last
+        return True
+
+    def _store_steady_rows(self, left: int, d: int) -> bool:
+        """:meth:`_store_steady` for rows of ``d`` > 1 beats, one burst each: once the W
+        channel is the only limit (the last four rows ``d`` cycles apart, the B responses at
+        the write latency, AW ahead of W, no outstanding-burst floor can reach W), row ``y``
+        later loads its last beat at ``ll + d*y`` and gets its B at ``bb + d*y``; AW is the
+        chain ``aw + y`` against each floor carried forward (the floors inside the current
+        queues looped over, the later ones in closed form: they only grow, by ``d - 1 >= 0``
+        per row). Returns whether it jumped; exactly the row-by-row loop's result."""
+        st = self.s_stream
+        acc = st.acc
+        qd = self.cfg.dma_outstanding
+        mq = self.timing.max_outstanding
+        wl = self.timing.write_latency
+        ll, bb, aw = self.s_last_load, self.s_last_b, self.s_last_aw
+        bq, wq, awq = self.s_bq, self.s_wq, self.s_awq
+        if (
+            acc[3] != ll
+            or any(acc[j + 1] - acc[j] != d for j in range(3))
+            or st.last_issue != ll - 4 * d + 1
+            or bb != ll + wl + 2
+            or aw > ll - d
+            or wl + 3 > d * (qd - 1)
+            or 2 > d * (mq - 1)
+            or len(bq) != qd
+            or len(awq) != mq
+        ):
+            return False
+        # floors from the bursts still queued: row y's AW goes at most at its W start - 1
+        aw_last = aw + left
+        for j in range(1, min(left, max(qd, mq)) + 1):
+            f = _NEVER
+            if j <= qd:
+                f = max(bq[j - 1], wq[j - 1]) + 1
+            if j <= mq:
+                f = max(f, awq[j - 1] + 1)
+            if f > ll + d * (j - 1):
+                return False  # an outstanding limit would hold this row's AW past its W
+            aw_last = max(aw_last, f + left - j)
+        if left > qd:
+            aw_last = max(aw_last, ll + d * (left - qd) + wl + 3)
+        if left > mq:
+            aw_last = max(aw_last, ll + d * (left - mq) + 2)
+        ll += d * left
+        bb += d * left
+        keep = min(left, max(qd, mq))
+        acc.extend(range(ll - 3 * d, ll + 1, d))
+        st.last_issue = ll - 4 * d + 1
+        bq.extend(range(bb - d * (keep - 1), bb + 1, d))
+        wq.extend(range(ll - d * (keep - 1), ll + 1, d))
+        awq.extend(range(ll - d * (keep - 1) + 1, ll + 2, d))
         self.s_last_load, self.s_last_b, self.s_last_aw = ll, bb, aw_last
         return True
 
