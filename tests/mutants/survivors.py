@@ -48,12 +48,6 @@ EXPLAINED: dict[str, str] = {
     f"accelerator: mutate -mode const1 -module {_ACCEL}.dma_write.plan "
     "-cell $gt$mutable.v:8247$4409 -port B -portbit 7": "equivalent at this configuration: the "
     "256-beat limit never binds on rows of at most 4 beats",
-    # The fetch's AR payload {arlen, araddr} on its way to the read arbiter: arlen[7] XOR
-    # araddr[17]. The fetch's DMA reader accepts only programs inside the 16-bit DRAM window,
-    # so araddr[17] is always 0 and arlen unchanged.
-    f"accelerator: mutate -mode cnot1 -module {_ACCEL} -cell fetch -port port$3689$0 "
-    "-portbit 39 -ctrlbit 17": "equivalent at this configuration: araddr[17] is 0 inside "
-    "the 2**16-byte DRAM window",
     # The writer's done FIFO: $procmux$8229 is the data of the storage write port, w_port__en ?
     # w_port__data : x; the write's enable is w_port__en too, so port A (the x) is never
     # written.
@@ -83,3 +77,13 @@ EXPLAINED: dict[str, str] = {
     "-port Y -portbit 5 -ctrlbit 3": "equivalent in simulation: the extra enable writes x "
     "data to an x address (the disabled port's don't-cares), which the simulator drops",
 }
+
+# The fetch's AR payload {arlen, araddr} on its way to the read arbiter: arlen[7] XOR
+# araddr[17]. The fetch's DMA reader accepts only programs inside the 16-bit DRAM window, so
+# araddr[17] is always 0 and arlen unchanged. Amaranth numbers this anonymous port from a
+# counter that unrelated edits shift: both names were generated for the same design.
+for _port in ("port$3689$0", "port$3701$0"):
+    EXPLAINED[
+        f"accelerator: mutate -mode cnot1 -module {_ACCEL} -cell fetch -port {_port} "
+        "-portbit 39 -ctrlbit 17"
+    ] = "equivalent at this configuration: araddr[17] is 0 inside the 2**16-byte DRAM window"
