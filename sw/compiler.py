@@ -64,7 +64,7 @@ from cdm_qta.hw.isa import (
     field_max,
 )
 
-from .cycle_model import Prediction, predict
+from .cycle_model import Prediction, predict_encoded
 from .dependencies import assign_tokens, verify_program
 from .dram import DramError, GemmLayout
 
@@ -385,7 +385,8 @@ def _compile(
     body = assign_tokens(cfg, seq)
     # Dispatch order = predicted start order. Dependent instructions start strictly after their
     # producers finish, so the sort keeps every conflicting pair (and each engine) in order.
-    pred = predict(cfg, body)
+    words = [x.encode() for x in body]  # once: both predictions take the same words
+    pred = predict_encoded(cfg, words, body)
     order = sorted(range(len(body)), key=lambda i: (pred.start[i], i))
     insns = (*(body[i] for i in order), Fence())
     if verify:
@@ -400,7 +401,7 @@ def _compile(
         tiling=tiling,
         layout=layout,
         instructions=insns,
-        prediction=predict(cfg, insns),
+        prediction=predict_encoded(cfg, [*(words[i] for i in order), Fence().encode()], insns),
     )
     return program, block_of
 

@@ -57,10 +57,11 @@ distinct program.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from cdm_qta.hw import isa
 from cdm_qta.hw.config import (
@@ -77,8 +78,11 @@ from cdm_qta.hw.regs import COUNTERS
 __all__ = [
     "DeadlockError",
     "Prediction",
+    "counts_of",
     "dma_cycles",
+    "period_counters",
     "predict",
+    "predict_encoded",
 ]
 
 #: "Never" for a lower bound that does not apply.
@@ -118,6 +122,10 @@ class Prediction:
     array_n: int
     start: tuple[int, ...]  #: per instruction: cycle its engine takes it (FENCE: dispatch)
     done: tuple[int, ...]  #: per instruction: cycle it retires (its tokens are pushed)
+    #: per instruction: cycle it enters its engine's queue (its engine is busy from then on)
+    queued: tuple[int, ...] = ()
+    #: per instruction: cycles it waited for a token (its share of ``<engine>_wait_token``)
+    waited: tuple[int, ...] = ()
 
     @property
     def cycles(self) -> int:
@@ -216,6 +224,23 @@ def _info(
     return x, isa.engine_of(x), pops, pushes, bool(x.illegal_flags)
 
 
+def _info_of(
+    x: Instruction,
+) -> tuple[Instruction | None, Engine | None, tuple[int, ...], tuple[int, ...], bool]:
+    """:func:`_info` of an instruction object (what its word decodes to)."""
+    return (x, *_tokens_of(type(x), x.pop_prev, x.pop_next, x.push_prev, x.push_next))
+
+
+@functools.lru_cache(maxsize=256)
+def _tokens_of(
+    cls: type[Instruction], *flags: bool
+) -> tuple[Engine | None, tuple[int, ...], tuple[int, ...], bool]:
+    """(engine, popped and pushed queue indices, skip) of an instruction class and its token
+    flags (``pop_prev``, ``pop_next``, ``push_prev``, ``push_next``): all they depend on."""
+    x = cls(**dict(zip(("pop_prev", "pop_next", "push_prev", "push_next"), flags, strict=True)))
+    return _info(x.encode())[1:]
+
+
 def _decode(word: int) -> Instruction | None:
     """The instruction the dispatcher sees in ``word``; ``None`` if it drops it (bad opcode).
 
@@ -299,12 +324,18 @@ class _Transfer:
 class _Model:
     """One program on one configuration; see the module docstring for the rules."""
 
-    def __init__(self, cfg: AcceleratorConfig, words: Sequence[int], timing: DramTiming) -> None:
+    def __init__(
+        self,
+        cfg: AcceleratorConfig,
+        info: Sequence[
+            tuple[Instruction | None, Engine | None, tuple[int, ...], tuple[int, ...], bool]
+        ],
+        timing: DramTiming,
+    ) -> None:
         self.cfg = cfg
         self.timing = timing
         self.n = cfg.n
         self.w = cfg.dram_bus_bytes
-        info = [_info(w) for w in words]
         self.insns = [t[0] for t in info]
         self.engine_of = [t[1] for t in info]
         self.pops = [t[2] for t in info]
@@ -321,6 +352,7 @@ class _Model:
         self.disp = [0] * count  # dispatch cycle (None until known)
         self.start = [0] * count
         self.done = [0] * count
+        self.waited = [0] * count
         self.known_d = 0  # words dispatched so far
         # fetch
         self.per_row = fetch_row_bytes(self.w) // INSN_BYTES
@@ -508,7 +540,9 @@ class _Model:
     def _take(self, eng: Engine, i: int, x: Instruction, head: int, tok: int, take: int) -> None:
         for tq in self.pops[i]:
             self.popped[tq] += 1
-        self.wait_token[eng] += max(0, min(take, tok) - head)
+        waited = max(0, min(take, tok) - head)
+        self.wait_token[eng] += waited
+        self.waited[i] = waited
         self.takes[eng].append(take)
         self.start[i] = take
         self.head[eng] += 1
@@ -699,7 +733,7 @@ class _Model:
         else:
             self.l_g_end = self.l_last_ar
             retire = last_beat + 2
-            self.rd_bytes += x.rows * x.row_bytes
+            self.rd_bytes += counts_of(x)[1]
         self.l_rowlast[tr.g] = retire - 1
         self._retire(Engine.LOAD, tr.i, x, retire)
         if self.l_pending:
@@ -787,7 +821,7 @@ class _Model:
             retire = max(load + 3, self.s_last_load + 2, older)
         else:
             retire = self.s_last_b + 1
-            self.wr_bytes += x.rows * x.row_bytes
+            self.wr_bytes += counts_of(x)[2]
         self.s_started.append(retire)
         self._finish(Engine.STORE, i, x, head, tok, take, retire)
         return True
@@ -931,7 +965,7 @@ class _Model:
         retire = max(out + 1, self.c_last_retire + 1)
         self.c_last_retire = retire
         self.c_wjobs.append(out)
-        self.macs += x.m * x.k * x.c
+        self.macs += counts_of(x)[0]
         self._finish(Engine.COMPUTE, i, x, head, tok, take, retire)
         return True
 
@@ -1054,28 +1088,115 @@ class _Model:
             counters[f"{e.label}_busy"] = self._busy(e)
             counters[f"{e.label}_wait_token"] = self.wait_token[e]
         return Prediction(
-            counters=counters, array_n=self.n, start=tuple(self.start), done=tuple(self.done)
+            counters=counters,
+            array_n=self.n,
+            start=tuple(self.start),
+            done=tuple(self.done),
+            queued=tuple(d + 1 for d in self.disp),
+            waited=tuple(self.waited),
         )
 
     def _busy(self, eng: Engine) -> int:
         """Cycles from each instruction's arrival in its engine queue to its retire, merged."""
-        total = 0
-        lo, hi = 0, -1  # the current merged interval [lo, hi] (empty)
-        for i, r in zip(self.queues[eng], self.retires[eng], strict=True):
-            s = self.disp[i] + 1
-            if s > hi + 1:
-                total += hi - lo + 1
-                lo, hi = s, r
-            else:
-                hi = max(hi, r)
-        return total + hi - lo + 1
+        q = self.queues[eng]
+        return _busy_cycles(zip((self.disp[i] + 1 for i in q), self.retires[eng], strict=True))
 
 
-@functools.lru_cache(maxsize=1024)
+def _busy_cycles(spans: Iterable[tuple[int, int]], window: tuple[int, int] | None = None) -> int:
+    """Cycles covered by the inclusive spans ``(queued, retire)`` of one engine, taken in
+    engine order (``queued`` never decreases), optionally only those in ``window`` = ``(a, b]``:
+    the ``<engine>_busy`` counter's rule."""
+    a, b = window if window is not None else (_NEVER, -_NEVER)
+    total = 0
+    lo, hi = 0, -1  # the current merged interval [lo, hi] (empty)
+    for s, r in spans:
+        if s > hi + 1:
+            total += max(0, min(hi, b) - max(lo, a + 1) + 1)
+            lo, hi = s, r
+        else:
+            hi = max(hi, r)
+    return total + max(0, min(hi, b) - max(lo, a + 1) + 1)
+
+
+def counts_of(x: Instruction) -> tuple[int, int, int]:
+    """(MACs, DMA read bytes, DMA write bytes) one instruction adds to the counters when it
+    runs (a legal one: the DMA moves nothing for a rejected transfer)."""
+    if isinstance(x, Compute):
+        return x.m * x.k * x.c, 0, 0
+    if isinstance(x, Load):
+        return 0, x.rows * x.row_bytes, 0
+    if isinstance(x, Store):
+        return 0, 0, x.rows * x.row_bytes
+    return 0, 0, 0
+
+
+def period_counters(
+    pred: Prediction,
+    program: Sequence[Instruction],
+    members: Iterable[int],
+    window: tuple[int, int],
+) -> dict[str, int | None]:
+    """What one period of a steady program adds to every counter: the sums over the
+    instructions ``members`` (MACs, bytes, retires, token waits) and each engine's busy cycles
+    inside ``window`` = ``(a, b]`` (``cycles`` = ``b - a``). Extending a program by periods
+    like this needs one prediction of it, not two of different lengths
+    (:mod:`cdm_qta.sw.estimate`). ``None`` where the model predicts nothing."""
+    a, b = window
+    out: dict[str, int | None] = dict.fromkeys(COUNTERS)
+    macs = rd = wr = retired = 0
+    waited = dict.fromkeys(Engine, 0)
+    for i in members:
+        x = program[i]
+        m, r, w = counts_of(x)
+        macs, rd, wr, retired = macs + m, rd + r, wr + w, retired + 1
+        eng = isa.engine_of(x)
+        if eng is not None:
+            waited[eng] += pred.waited[i]
+    out.update(cycles=b - a, macs=macs, insns_retired=retired, dma_read_bytes=rd)
+    out["dma_write_bytes"] = wr
+    spans: dict[Engine, list[tuple[int, int]]] = {e: [] for e in Engine}
+    for i, x in enumerate(program):
+        eng = isa.engine_of(x)
+        if eng is not None:
+            spans[eng].append((pred.queued[i], pred.done[i]))
+    for e in Engine:
+        out[f"{e.label}_busy"] = _busy_cycles(spans[e], window)
+        out[f"{e.label}_wait_token"] = waited[e]
+    return out
+
+
+#: Predictions by (configuration, program words, DRAM timing), least recently used first.
+_CACHE: collections.OrderedDict[tuple[AcceleratorConfig, tuple[int, ...], DramTiming], Prediction]
+_CACHE = collections.OrderedDict()
+_CACHE_SIZE = 1024
+
+
+def _clear_cache() -> None:
+    _CACHE.clear()
+
+
 def _predict_words(
-    cfg: AcceleratorConfig, words: tuple[int, ...], timing: DramTiming
+    cfg: AcceleratorConfig,
+    words: tuple[int, ...],
+    timing: DramTiming,
+    insns: Sequence[Instruction] | None = None,
 ) -> Prediction:
-    return _Model(cfg, words, timing).run()
+    """The cached prediction of ``words``; ``insns`` (what ``words`` decode to, when the
+    caller has them) saves decoding every word of a program seen for the first time."""
+    key = (cfg, words, timing)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        _CACHE.move_to_end(key)
+        return hit
+    if insns is None:
+        info = [_info(w) for w in words]
+    else:
+        info = [_info_of(x) for x in insns]
+    pred = _Model(cfg, info, timing).run()
+    _CACHE[key] = pred
+    if len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return pred
 
 
 def predict(
@@ -1093,4 +1214,19 @@ def predict(
     """
     words = tuple(w.encode() if isinstance(w, Instruction) else int(w) for w in program)
     pred = _predict_words(cfg, words, timing or DramTiming())
+    return dataclasses.replace(pred, counters=dict(pred.counters))
+
+
+def predict_encoded(
+    cfg: AcceleratorConfig,
+    words: Sequence[int],
+    program: Sequence[Instruction],
+    timing: DramTiming | None = None,
+) -> Prediction:
+    """:func:`predict` for a caller that holds both a program and its words (a compiler
+    predicting the same instructions twice, in two orders): nothing encoded or decoded.
+    ``words[i]`` must be ``program[i].encode()``."""
+    if len(words) != len(program):
+        raise ValueError(f"{len(words)} words for {len(program)} instructions")
+    pred = _predict_words(cfg, tuple(words), timing or DramTiming(), program)
     return dataclasses.replace(pred, counters=dict(pred.counters))

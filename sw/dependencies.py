@@ -63,22 +63,30 @@ def footprint(cfg: AcceleratorConfig, insn: Instruction) -> list[Span]:
     A COMPUTE's output rows count as written even without ``accumulate``, and rows are clipped
     to the buffer so that illegal instructions can still be analysed.
     """
-    sizes = {"input": cfg.input_rows, "weight": cfg.weight_rows, "output": cfg.output_rows}
+    return _footprint(_buffer_rows(cfg), insn)
 
-    def span(space: str, lo: int, count: int, write: bool) -> Span:
-        return (space, min(lo, sizes[space]), min(lo + count, sizes[space]), write)
 
+def _buffer_rows(cfg: AcceleratorConfig) -> tuple[int, int, int]:
+    return cfg.input_rows, cfg.weight_rows, cfg.output_rows
+
+
+def _footprint(sizes: tuple[int, int, int], insn: Instruction) -> list[Span]:
+    """:func:`footprint` with the buffers' rows (input, weight, output) given."""
+    n_in, n_w, n_out = sizes
     if isinstance(insn, Load):
-        space = "input" if insn.buffer == Buffer.INPUT else "weight"
-        return [span(space, insn.sram_row, insn.rows, True)]
+        if insn.buffer == Buffer.INPUT:
+            return [("input", min(insn.sram_row, n_in), min(insn.sram_row + insn.rows, n_in), True)]
+        return [("weight", min(insn.sram_row, n_w), min(insn.sram_row + insn.rows, n_w), True)]
     if isinstance(insn, Store):
-        return [span("output", insn.sram_row, insn.rows, False)]
+        lo = insn.sram_row
+        return [("output", min(lo, n_out), min(lo + insn.rows, n_out), False)]
     if isinstance(insn, Compute):
         a_count = insn.m if insn.dataflow == Dataflow.WS else insn.k
+        a, b, o = insn.a_row, insn.b_row, insn.out_row
         return [
-            span("input", insn.a_row, a_count, False),
-            span("weight", insn.b_row, insn.k, False),
-            span("output", insn.out_row, insn.m, True),
+            ("input", min(a, n_in), min(a + a_count, n_in), False),
+            ("weight", min(b, n_w), min(b + insn.k, n_w), False),
+            ("output", min(o, n_out), min(o + insn.m, n_out), True),
         ]
     return []
 
@@ -88,44 +96,50 @@ class _Conflict:
     """The latest access of another engine that an instruction must come after."""
 
     loc: int  #: engine-local index of that access
-    where: str  #: what they share, for messages
+    space: str  #: what they share, for messages: a buffer and its rows, or DRAM from an address
+    lo: int = 0
+    hi: int = 0
+
+    @property
+    def where(self) -> str:
+        if self.space == "DRAM":
+            return f"DRAM bytes from {self.lo:#x}"
+        return f"the {self.space} buffer rows {self.lo}..{self.hi - 1}"
 
 
 class _Rows:
     """Per SRAM row and engine: the engine-local index of its last write (if that engine wrote
     the row last) and of its last read since the row's last write; -1 for none. One array per
-    kind, engines along the first axis, so a span is checked with one reduction per kind."""
+    buffer (kind, engine, row), so a span is checked with one reduction."""
 
     def __init__(self, cfg: AcceleratorConfig) -> None:
         sizes = {"input": cfg.input_rows, "weight": cfg.weight_rows, "output": cfg.output_rows}
-        self.w_loc = {s: np.full((len(Engine), sizes[s]), -1, dtype=np.int64) for s in _SPACES}
-        self.r_loc = {s: np.full((len(Engine), sizes[s]), -1, dtype=np.int64) for s in _SPACES}
+        self.loc = {s: np.full((2, len(Engine), sizes[s]), -1, dtype=np.int64) for s in _SPACES}
 
     def conflicts(self, eng: Engine, fp: list[Span]) -> dict[Engine, _Conflict]:
         """Per other engine, its latest access that conflicts with ``fp`` (if any)."""
-        found: dict[Engine, _Conflict] = {}
+        found: dict[int, tuple[int, str, int, int]] = {}
         for space, lo, hi, write in fp:
             if hi <= lo:
                 continue
-            latest = self.w_loc[space][:, lo:hi].max(axis=1)
-            if write:
-                latest = np.maximum(latest, self.r_loc[space][:, lo:hi].max(axis=1))
-            for p in Engine:
-                loc = int(latest[p])
-                if p != eng and loc >= 0 and (p not in found or loc > found[p].loc):
-                    found[p] = _Conflict(loc, f"the {space} buffer rows {lo}..{hi - 1}")
-        return found
+            # a write conflicts with reads and writes, a read with writes (kind 0)
+            rows = self.loc[space][:, :, lo:hi] if write else self.loc[space][0, :, lo:hi]
+            latest = rows.max(axis=(0, 2) if write else 1).tolist()
+            for p, loc in enumerate(latest):
+                if p != eng and loc >= 0 and (p not in found or loc > found[p][0]):
+                    found[p] = (loc, space, lo, hi)
+        return {Engine(p): _Conflict(*c) for p, c in found.items()}
 
     def update(self, eng: Engine, loc: int, fp: list[Span]) -> None:
         for space, lo, hi, write in fp:
             if hi <= lo:
                 continue
+            rows = self.loc[space]
             if write:
-                self.w_loc[space][:, lo:hi] = -1
-                self.w_loc[space][eng, lo:hi] = loc
-                self.r_loc[space][:, lo:hi] = -1
+                rows[:, :, lo:hi] = -1
+                rows[0, eng, lo:hi] = loc
             else:
-                self.r_loc[space][eng, lo:hi] = loc
+                rows[1, eng, lo:hi] = loc
 
 
 def _dram_rows(insn: Load | Store) -> tuple[NDArray[np.int64], int]:
@@ -167,7 +181,7 @@ class _Dram:
         mine = _dram_rows(insn)
         for loc in range(len(self.rows[other]) - 1, clock[other] - 1, -1):
             if _rows_overlap(mine, self.rows[other][loc]):
-                return {other: _Conflict(loc, f"DRAM bytes from {insn.dram_addr:#x}")}
+                return {other: _Conflict(loc, "DRAM", insn.dram_addr)}
         return {}
 
     def update(self, insn: Instruction, eng: Engine) -> None:
@@ -187,36 +201,59 @@ def assign_tokens(cfg: AcceleratorConfig, body: Sequence[Instruction]) -> list[I
     to the caller, which orders chained GEMMs with a FENCE).
     """
     rows = _Rows(cfg)
+    sizes = _buffer_rows(cfg)
     flags: list[dict[str, bool]] = [{} for _ in body]
     by_engine: dict[Engine, list[int]] = {e: [] for e in Engine}
     vc_end: dict[Engine, list[Clock]] = {e: [] for e in Engine}
+    # (producer, consumer) -> (push flag, pop flag) of the token between them; None: no token
+    tokens: dict[tuple[Engine, Engine], tuple[str, str] | None] = {}
     for idx, insn in enumerate(body):
         eng = engine_of(insn)
         if eng is None:
             raise ProgramError(f"instruction {idx} ({insn}) has no engine; compile the body only")
         loc = len(by_engine[eng])
-        fp = footprint(cfg, insn)
+        fp = _footprint(sizes, insn)
         vc = list(vc_end[eng][-1]) if loc else list(_NO_CLOCK)
         for p, conflict in rows.conflicts(eng, fp).items():
             if vc[p] > conflict.loc:
                 continue  # already ordered by program order and earlier tokens
-            try:
-                q = token_queue(p, eng)
-            except ValueError:
+            if (p, eng) not in tokens:
+                try:
+                    q = token_queue(p, eng)
+                    tokens[p, eng] = (q.push_flag, q.pop_flag)
+                except ValueError:
+                    tokens[p, eng] = None
+            token = tokens[p, eng]
+            if token is None:
                 raise ProgramError(
                     f"{eng.label} instruction {idx} conflicts with {p.label} instruction "
                     f"{by_engine[p][conflict.loc]} on {conflict.where}, but there is no token "
                     f"between those engines"
-                ) from None
-            flags[by_engine[p][conflict.loc]][q.push_flag] = True
-            flags[idx][q.pop_flag] = True
+                )
+            flags[by_engine[p][conflict.loc]][token[0]] = True
+            flags[idx][token[1]] = True
             vc = _join(vc, vc_end[p][conflict.loc])
         vc[eng] = loc + 1
         by_engine[eng].append(idx)
         vc_end[eng].append((vc[0], vc[1], vc[2]))
         rows.update(eng, loc, fp)
-    cleared = dict.fromkeys(TOKEN_FLAGS, False)
-    return [dataclasses.replace(x, **{**cleared, **f}) for x, f in zip(body, flags, strict=True)]
+    return [_with_flags(x, f) for x, f in zip(body, flags, strict=True)]
+
+
+def _with_flags(insn: Instruction, flags: dict[str, bool]) -> Instruction:
+    """``insn`` with exactly the token ``flags`` set (itself if it has them already).
+
+    A copy of the frozen instruction with only its flags changed: its other fields were
+    validated when it was made, and flags are plain booleans, so no new validation is due
+    (``dataclasses.replace`` would run it again, a fifth of this module's time)."""
+    want = {f: flags.get(f, False) for f in TOKEN_FLAGS}
+    state = vars(insn)
+    if all(state[f] == v for f, v in want.items()):
+        return insn
+    new = object.__new__(type(insn))
+    vars(new).update(state)
+    vars(new).update(want)
+    return new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,6 +301,7 @@ def verify_program(cfg: AcceleratorConfig, program: Sequence[Instruction | int])
     push_loc: dict[TokenQueue, list[int]] = {q: [] for q in TOKEN_QUEUES}  # producer-local
     pop_locs: dict[TokenQueue, list[int]] = {q: [] for q in TOKEN_QUEUES}  # consumer-local
     rows = _Rows(cfg)
+    sizes = _buffer_rows(cfg)
     dram = _Dram()
     vc_end: dict[Engine, list[Clock]] = {e: [] for e in Engine}
     vc_start_of: list[Clock] = []
@@ -292,7 +330,7 @@ def verify_program(cfg: AcceleratorConfig, program: Sequence[Instruction | int])
             pop_locs[q].append(loc)
             vc = _join(vc, vc_end[q.producer][push_loc[q][j]])
         clock = (vc[0], vc[1], vc[2])
-        found = rows.conflicts(eng, footprint(cfg, insn)) | dram.conflicts(insn, eng, clock)
+        found = rows.conflicts(eng, _footprint(sizes, insn)) | dram.conflicts(insn, eng, clock)
         for p, conflict in found.items():
             if conflict.loc >= vc[p]:
                 raise ProgramError(
@@ -302,7 +340,7 @@ def verify_program(cfg: AcceleratorConfig, program: Sequence[Instruction | int])
         vc[eng] = loc + 1
         vc_start_of.append((vc[0], vc[1], vc[2]))
         vc_end[eng].append((vc[0], vc[1], vc[2]))
-        rows.update(eng, loc, footprint(cfg, insn))
+        rows.update(eng, loc, _footprint(sizes, insn))
         dram.update(insn, eng)
         for q in pushes(insn):
             pushed[q].append(idx)

@@ -6,14 +6,18 @@ GEMM, so ranking both dataflows for an SD 1.5 step took twenty. The compiler's l
 repeats one M block after another (same tiles, same loads, the next rows of A and C), and
 once the double-buffered pipeline is full every further block adds the same cycles.
 
-So :func:`estimate_gemm` compiles the same GEMM cut to ``L - p`` and ``L`` M blocks (same
-tiling, the real short last block kept at the end; ``p`` blocks per period), runs the exact
-model on both and extends the difference to the real number of blocks: ``X(full) = X(L) +
-periods * (X(L) - X(L-p))`` for every counter. It trusts the step only when it sees the steady
-state in the ``L``-block run itself: the last two periods of full blocks before the tail took
-the same cycles block by block, and equal to the step (within a cycle per block of 2000 or
-more cycles). Otherwise it tries longer periods, and in the end the whole program: a GEMM of
-few or short blocks is always predicted whole (``exact``).
+So :func:`estimate_gemm` compiles the same GEMM cut to ``L`` M blocks (same tiling, the real
+short last block kept at the end), runs the exact model on it and extends it to the real
+number of blocks, ``p`` blocks per period: ``X(full) = X(L) + periods * X(period)`` for every
+counter, where ``X(period)`` is what the last ``p`` full blocks before the tail did: their
+instructions' MACs, bytes, retires and token waits, and each engine's busy cycles between the
+ends of the blocks before and at that period (:func:`~cdm_qta.sw.cycle_model.period_counters`).
+It trusts that only when it sees the steady state in the run: the last two periods of full
+blocks before the tail took the same cycles block by block (within a cycle per block of 2000
+or more cycles). Otherwise it tries longer periods, and in the end the whole program: a GEMM
+of few or short blocks is always predicted whole (``exact``). (Until December 2026 this ran a
+second cut program of ``L - p`` blocks and extended the difference: the same numbers within a
+few cycles per GEMM, for 40 % more work.)
 
 A GEMM whose blocks are long (many column tiles per output chunk) is first cut along N:
 programs that keep 1, 2 and 3 column tiles of every chunk (:func:`_along_n`), each predicted
@@ -35,8 +39,8 @@ import itertools
 
 from cdm_qta.hw.config import AcceleratorConfig, Dataflow
 
-from .compiler import ShapeError, Tiling, _check_shape, _compile, plan_tiling
-from .cycle_model import Prediction
+from .compiler import GemmProgram, ShapeError, Tiling, _check_shape, _compile, plan_tiling
+from .cycle_model import Prediction, period_counters
 
 __all__ = ["Estimate", "estimate_best", "estimate_gemm"]
 
@@ -106,23 +110,31 @@ def _instructions(t: Tiling, m: int, k: int, n: int, array_n: int) -> int:
 
 
 def _grown(
-    lo: Prediction, hi: Prediction, left: int, per: int, cycles: int
+    have: dict[str, int | None], step: dict[str, int | None], left: int, per: int, cycles: int
 ) -> dict[str, int | None]:
-    """Counters of ``hi`` grown by ``left`` more units, where ``hi`` ran ``per`` units more
-    than ``lo``; the counters are sums over instructions, so each unit adds what one of those
-    did. ``cycles`` is given: the callers know its step better than a ratio."""
+    """Counters ``have`` grown by ``left`` more units, where ``step`` is what ``per`` units
+    add; the counters are sums over instructions, so each unit adds a share of that.
+    ``cycles`` is given: the callers know its step better than a ratio."""
     out: dict[str, int | None] = {}
-    for name, y in hi.counters.items():
-        x = lo.counters[name]
-        out[name] = None if x is None or y is None else y + (y - x) * left // per
+    for name, y in have.items():
+        d = step[name]
+        out[name] = None if d is None or y is None else y + d * left // per
     out["cycles"] = cycles
     return out
 
 
-def _m_cut_pays(keep: int, short: int, spent: int, blocks: int) -> bool:
-    """Whether cut programs of ``keep`` and ``short`` M blocks (``spent`` blocks run so far,
-    with them) cost at most two thirds of the whole program's ``blocks``."""
-    return 3 * (keep + short) <= 2 * blocks and 3 * spent <= 2 * blocks
+def _difference(hi: Prediction, lo: Prediction) -> dict[str, int | None]:
+    """Counters of ``hi`` minus those of ``lo`` (``None`` where either is unknown)."""
+    return {
+        name: None if y is None or (x := lo.counters[name]) is None else y - x
+        for name, y in hi.counters.items()
+    }
+
+
+def _m_cut_pays(keep: int, spent: int, blocks: int) -> bool:
+    """Whether a cut program of ``keep`` M blocks (``spent`` blocks run so far, with it)
+    costs at most two thirds of the whole program's ``blocks``."""
+    return 3 * keep <= 2 * blocks and 3 * spent <= 2 * blocks
 
 
 def _chunk_sizes(tiles: int, chunk: int) -> tuple[int, ...]:
@@ -185,8 +197,7 @@ def _along_n(
         return None
     # Where M blocks cannot be extended, a cut program is always cheap to run whole; where
     # they can, one whose short blocks are not steady is skipped for a longer cut.
-    keep, period = _TRIES[0]
-    whole = not _m_cut_pays(keep, keep - period, 0, blocks)
+    whole = not _m_cut_pays(_TRIES[0][0], 0, blocks)
     for first, period in _CUT_TRIES:
         js = (first, first + period, first + 2 * period)
         if js[-1] > min(sizes) or 2 * chunks * js[-1] > nt:
@@ -206,7 +217,7 @@ def _along_n(
         grown = chunks * period  # tiles one step adds
         left = nt - chunks * js[-1]  # tiles the cut programs leave out
         cycles = hi.cycles + round(step * left / grown)
-        counters = _grown(mid, hi, left, grown, cycles)
+        counters = _grown(hi.counters, _difference(hi, mid), left, grown, cycles)
         return dataclasses.replace(
             hi, counters=counters, start=(), done=(), exact=False, cut=("N", *hi.cut)
         )
@@ -231,41 +242,43 @@ def _along_m(
     blocks = t.counts(m, k, n, cfg.n)[0]
     cut_n = keep_n is not None
     common = {"dataflow": t.dataflow, "tiling": t, "blocks": blocks}
-    cut: dict[int, tuple[Prediction, list[int]]] = {}  # blocks kept -> run of the cut GEMM
+    cut: dict[int, tuple[GemmProgram, list[int]]] = {}  # blocks kept -> the cut GEMM
 
-    def run(keep: int) -> tuple[Prediction, list[int]]:
+    def run(keep: int) -> tuple[GemmProgram, list[int]]:
         if keep not in cut:
-            prog, block_of = _compile(
+            cut[keep] = _compile(
                 cfg, _cut(m, t.m_block, blocks, keep), k, n, t, trans_a=trans_a,
                 trans_b=trans_b, verify=False, keep_n=keep_n,
             )  # fmt: skip
-            cut[keep] = (prog.prediction, block_of)
         return cut[keep]
 
     for keep, period in _TRIES:
-        short = keep - period
-        fresh = (keep not in cut) * keep + (short not in cut) * short
-        if not _m_cut_pays(keep, short, sum(cut) + fresh, blocks):
+        fresh = (keep not in cut) * keep
+        if not _m_cut_pays(keep, sum(cut) + fresh, blocks):
             continue
-        (p, _), (q, block_of) = run(short), run(keep)
-        step = q.cycles - p.cycles
+        prog, block_of = run(keep)
+        q = prog.prediction
         ends = _block_ends(q, block_of, keep)
         # cycles between the ends of consecutive full blocks (the last block is the tail)
         gaps = [b - a for a, b in itertools.pairwise(ends[:-1])]
         last, before = gaps[-period:], gaps[-2 * period : -period]
-        # steady: the last two periods before the tail took the same cycles, block by block,
-        # and one period more in the cut GEMM cost that; blocks of 2000 cycles or more may
-        # differ by a cycle (a slower state, such as a weight ring of another period, adds one
-        # now and then): at most 0.05 % of the block
+        # steady: the last two periods before the tail took the same cycles, block by block;
+        # blocks of 2000 cycles or more may differ by a cycle (a slower state, such as a
+        # weight ring of another period, adds one now and then): at most 0.05 % of the block
         slack = min(1, min(last) // 2000)
         if (
             min(last) >= _MIN_BLOCK_CYCLES
             and max(abs(a - b) for a, b in zip(last, before, strict=True)) <= slack
-            and abs(sum(last) - step) <= slack * period
         ):
+            # the last period before the tail, counted instruction by instruction: what
+            # every further period of the whole GEMM adds
+            first = keep - 1 - period
+            members = [i for i, b in enumerate(block_of) if first <= b < keep - 1]
+            window = (ends[first - 1], ends[keep - 2])
+            one = period_counters(q, prog.instructions, members, window)
             whole_periods, rest = divmod(blocks - keep, period)
-            cycles = q.cycles + whole_periods * step + sum(last[:rest])
-            counters = _grown(p, q, blocks - keep, period, cycles)
+            cycles = q.cycles + whole_periods * sum(last) + sum(last[:rest])
+            counters = _grown(q.counters, one, blocks - keep, period, cycles)
             return Estimate(
                 counters=counters, array_n=cfg.n, start=(), done=(),
                 simulated_blocks=sum(cut), exact=False, cut=("M",), **common,

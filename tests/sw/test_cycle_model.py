@@ -254,9 +254,47 @@ def test_multi_beat_store_rows_jump_like_the_row_loop(
         got = {}
         for jump in (True, False):
             monkeypatch.setattr(cycle_model, "_STEADY_JUMP", jump)
-            cycle_model._predict_words.cache_clear()
+            cycle_model._clear_cache()
             got[jump] = predict(cfg, program, timing)
         assert got[True].counters == got[False].counters, (m, k, c, df, timing)
         assert got[True].start == got[False].start
         assert got[True].done == got[False].done
     assert jumps > 0, "the sample must take the jump"
+
+
+@pytest.mark.parametrize("df", [Dataflow.WS, Dataflow.OS])
+def test_period_counters_of_the_whole_run_are_its_counters(df: Dataflow) -> None:
+    """The rule that extends estimates by a period (sums over instructions, busy cycles inside
+    a window) gives back every counter when the period is the whole program."""
+    from cdm_qta.sw.cycle_model import period_counters
+
+    cfg = AcceleratorConfig.scaled(8)
+    program = compile_gemm(cfg, 100, 40, 30, dataflow=df)
+    pred = program.prediction
+    got = period_counters(pred, program.instructions, range(len(program.instructions)),
+                          (-1, pred.cycles - 1))  # fmt: skip
+    assert got == pred.counters
+    # half the run: the busy cycles of both halves add up to the whole
+    mid = pred.cycles // 2
+    everything = range(len(program.instructions))
+    a = period_counters(pred, program.instructions, everything, (-1, mid))
+    b = period_counters(pred, program.instructions, everything, (mid, pred.cycles - 1))
+    for e in ("load", "compute", "store"):
+        assert a[f"{e}_busy"] + b[f"{e}_busy"] == pred.counters[f"{e}_busy"]
+    assert 0 < a["compute_busy"] < pred.counters["compute_busy"]  # the cut is inside its span
+
+
+def test_predict_encoded_is_predict() -> None:
+    """The compiler's no-decode path predicts what decoding the words predicts."""
+    from cdm_qta.sw import cycle_model
+    from cdm_qta.sw.cycle_model import predict_encoded
+
+    cfg = AcceleratorConfig.scaled(5)
+    program = compile_gemm(cfg, 37, 23, 19, dataflow=Dataflow.OS).instructions
+    words = [x.encode() for x in program]
+    cycle_model._clear_cache()
+    known = predict_encoded(cfg, words, program)
+    cycle_model._clear_cache()
+    assert predict(cfg, words) == known
+    with pytest.raises(ValueError, match="words for"):
+        predict_encoded(cfg, words[:-1], program)
