@@ -195,7 +195,7 @@ def _one_burst_per_row(x: Store, w: int) -> bool:
     them (stride dividing 4 KB, rows aligned to it and no longer)."""
     if -(-x.row_bytes // w) > _MAX_BEATS or x.row_bytes > _PAGE_BYTES:
         return False
-    first = x.dram_addr + x.stride  # the loop's first row address
+    first = x.dram_addr  # row 0's address (row r at dram_addr + r*stride)
     if x.stride % _PAGE_BYTES == 0:
         return first % _PAGE_BYTES + x.row_bytes <= _PAGE_BYTES
     return (
@@ -784,6 +784,7 @@ class _Model:
         row = 0
         while row < x.rows:
             avail = st.issue(row == 0)
+            addr = x.dram_addr + row * x.stride  # row `row`, 0-based, as the DMA addresses it
             row += 1
             if rejected:
                 # the writer drops the rows, one per cycle
@@ -791,7 +792,6 @@ class _Model:
                 self.s_last_load = t
                 st.acc.append(t)
                 continue
-            addr = x.dram_addr + row * x.stride
             first_beat = avail
             for beats in _bursts(addr, x.row_bytes, w):
                 t = max(aw_first, self.s_last_aw + 1)

@@ -123,6 +123,30 @@ def test_rtl_measured_gemms(shape: tuple[int, int, int, Dataflow]) -> None:
     assert program.prediction.cycles == MEASURED_GEMMS_N16[shape]
 
 
+#: N4 with 6 DMA bursts in flight (tests/rtl/test_cycle_model.py's STORE-addressing test), where
+#: one more burst holds the next AW back, so the 4 KB split of STORE rows shows in the timing.
+N4_QD6 = AcceleratorConfig.small(4, rows=64, dram_size=1 << 18, dma_outstanding=6)
+
+#: Measured on the RTL (Icarus and Verilator, N4_QD6, default DramTiming): STOREs of 6 rows,
+#: ``stride`` = 4 KB + 4, row ``r`` at ``dram_addr + r*stride`` -> (``cycles``, STORE retires).
+MEASURED_STORES_ACROSS_4KB = {
+    # 2-beat rows, only row 0 crosses 4 KB (a (r+1)*stride model splits none: 63, 60)
+    (8, 0x1FFC): (67, 64),
+    # 3-beat rows, rows 1 and 2 cross (a (r+1)*stride model splits rows 0 and 1: 72, 69)
+    (12, 0x1FF4): (73, 70),
+    # 2-beat rows, only row 5 crosses (a (r+1)*stride model splits rows 4 and 5: 68, 65)
+    (8, 0x1FE8): (67, 64),
+}
+
+
+@pytest.mark.parametrize(("row_bytes", "dram_addr"), sorted(MEASURED_STORES_ACROSS_4KB))
+def test_rtl_measured_store_rows_across_4kb(row_bytes: int, dram_addr: int) -> None:
+    """STORE row ``r`` is at ``dram_addr + r*stride``, as the DMA's burst planner puts it."""
+    store = Store(rows=6, row_bytes=row_bytes, dram_addr=dram_addr, stride=4096 + 4)
+    pred = predict(N4_QD6, [store, Fence()])
+    assert (pred.cycles, pred.done[0]) == MEASURED_STORES_ACROSS_4KB[row_bytes, dram_addr]
+
+
 def test_every_counter_is_named_and_results_are_cached_copies() -> None:
     program = MEASURED["load_compute_store"][0]
     a = predict(N4, program)
