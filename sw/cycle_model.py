@@ -336,6 +336,10 @@ class _Model:
         self.timing = timing
         self.n = cfg.n
         self.w = cfg.dram_bus_bytes
+        # derived sizes of cfg (properties: computed on every access), read per instruction
+        self.input_rows, self.weight_rows = cfg.input_rows, cfg.weight_rows
+        self.output_rows = cfg.output_rows
+        self.input_row_bytes, self.output_row_bytes = cfg.input_row_bytes, cfg.output_row_bytes
         self.insns = [t[0] for t in info]
         self.engine_of = [t[1] for t in info]
         self.pops = [t[2] for t in info]
@@ -524,17 +528,20 @@ class _Model:
         i = q[h]
         if i >= self.known_d:
             return None
-        x = self.insns[i]
-        assert x is not None
         tok = _NEVER
         for tq in self.pops[i]:
             k = self.popped[tq]
-            if k >= len(self.pushed[tq]):
+            pushed = self.pushed[tq]
+            if k >= len(pushed):
                 return None
-            tok = max(tok, self.pushed[tq][k] + 1)
+            if pushed[k] >= tok:
+                tok = pushed[k] + 1
         head = self.disp[i] + 1
-        if self.takes[eng]:
-            head = max(head, self.takes[eng][-1] + 1)
+        takes = self.takes[eng]
+        if takes and takes[-1] >= head:
+            head = takes[-1] + 1
+        x = self.insns[i]
+        assert x is not None
         return i, x, head, tok
 
     def _take(self, eng: Engine, i: int, x: Instruction, head: int, tok: int, take: int) -> None:
@@ -575,7 +582,7 @@ class _Model:
         i, x, head, tok = got
         assert isinstance(x, Load)
         cfg = self.cfg
-        limit = cfg.weight_rows if x.buffer == Buffer.WEIGHT else cfg.input_rows
+        limit = self.weight_rows if x.buffer == Buffer.WEIGHT else self.input_rows
         good = x.rows >= 1 and x.sram_row + x.rows <= limit and not self.skips[i]
         if not good:
             older = self._older_retired(Engine.LOAD)
@@ -605,7 +612,7 @@ class _Model:
         # accepted once the check register is free: its command has gone to the generator
         prev_load = self.l_load[g - 1] if g else _NEVER
         self.l_acc.append(None if prev_load is None else max(take + 1, prev_load))
-        tr = _Transfer(i, x, g, self._rejected(x, cfg.input_row_bytes), self.w)
+        tr = _Transfer(i, x, g, self._rejected(x, self.input_row_bytes), self.w)
         self.l_pending.append(tr)
         if len(self.l_pending) == 1:
             self._start_transfer(tr)
@@ -754,7 +761,7 @@ class _Model:
         i, x, head, tok = got
         assert isinstance(x, Store)
         cfg = self.cfg
-        good = x.rows >= 1 and x.sram_row + x.rows <= cfg.output_rows and not self.skips[i]
+        good = x.rows >= 1 and x.sram_row + x.rows <= self.output_rows and not self.skips[i]
         older = self._older_retired(Engine.STORE) or _NEVER  # STOREs retire in order here
         if not good:
             take = max(head, tok, older)
@@ -769,7 +776,7 @@ class _Model:
         self.s_c_free = load
         st = self.s_stream
         self.s_job_acc = st.accept_job(take + 1)
-        rejected = self._rejected(x, cfg.output_row_bytes)
+        rejected = self._rejected(x, self.output_row_bytes)
         w = self.w
         qd = cfg.dma_outstanding
         wl = self.timing.write_latency
@@ -929,19 +936,19 @@ class _Model:
             return False
         i, x, head, tok = got
         assert isinstance(x, Compute)
-        cfg, n = self.cfg, self.n
+        n = self.n
         ws = x.dataflow == Dataflow.WS
         fits = (
             1 <= x.c <= n
-            and x.b_row + x.k <= cfg.weight_rows
-            and x.out_row + x.m <= cfg.output_rows
+            and x.b_row + x.k <= self.weight_rows
+            and x.out_row + x.m <= self.output_rows
             and x.k >= 1
             and x.m >= 1
         )
         if ws:
-            ok = fits and x.k <= n and x.a_row + x.m <= cfg.input_rows
+            ok = fits and x.k <= n and x.a_row + x.m <= self.input_rows
         else:
-            ok = fits and x.m <= n and x.a_row + x.k <= cfg.input_rows
+            ok = fits and x.m <= n and x.a_row + x.k <= self.input_rows
         run = ok and not self.skips[i]
         take = head
         take = max(take, tok)
@@ -1043,19 +1050,23 @@ class _Model:
     # -- the whole run ---------------------------------------------------------------------------
 
     def run(self) -> Prediction:
-        steps = (self._load_step, self._compute_step, self._store_step)
+        arbitrate, emit, dispatch = self._arbitrate, self._emit_next, self._dispatch_next
+        load, compute, store = self._load_step, self._compute_step, self._store_step
+        count = self.count
         while True:
             progressed = False
-            while self._arbitrate(False):
+            while arbitrate(False):
                 progressed = True
-            while self._emit_next() or self._dispatch_next():
+            while emit() or dispatch():
                 progressed = True
-            for step in steps:
-                while step():
-                    progressed = True
-            if self.known_d >= self.count and all(
-                len(self.retires[e]) >= len(self.queues[e]) for e in Engine
-            ):
+            while load():
+                progressed = True
+            while compute():
+                progressed = True
+            while store():
+                progressed = True
+            # FENCEs and dropped words retire at dispatch, the rest in their engines
+            if self.retired >= count and self.known_d >= count:
                 break
             if not progressed and not self._arbitrate(True):
                 waiting = {
