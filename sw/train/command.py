@@ -18,6 +18,7 @@ those of diffusers' training scripts; their underscore spellings work too.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -102,6 +103,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also run the INT8 training on the golden back end; fail unless bit-identical",
     )  # fmt: skip
     p.add_argument("--checkpoint", type=Path, help="base model folder (default: embedded)")
+    p.add_argument(
+        "--jobs", type=int, default=min(2, os.cpu_count() or 1),
+        help="processes (default: 2 where there are 2 cores): FP32 trains beside INT8",
+    )  # fmt: skip
     _option(p, "output-dir", type=Path, required=True, help="where the results go")
     p.set_defaults(run=run)
     return p
@@ -133,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--compare-golden needs --precision int8 (or both) and an RTL --backend")
     if args.eval_samples < 0:
         raise CliError(f"--eval-samples must be at least 0, not {args.eval_samples}")
+    if args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, not {args.jobs}")
     opts = RunOptions.from_args(args, precisions)
     t0 = time.perf_counter()
     report = train_and_report(opts)

@@ -157,10 +157,12 @@ def fine_tune(
     *,
     accelerator: Accelerator | None = None,
     progress: bool = True,
+    position: int = 0,
 ) -> FineTuned:
     """Train ``cfg``'s concept on ``instance`` images; INT8 GEMMs go to ``accelerator``.
 
-    ``prior`` holds the class images and their labels (possibly empty).
+    ``prior`` holds the class images and their labels (possibly empty); ``position`` is the
+    progress bar's line (runs side by side in two processes each keep their own).
 
     Raises
     ------
@@ -212,6 +214,7 @@ def fine_tune(
         unit="step",
         disable=not progress,
         leave=False,
+        position=position,
     )
     with quantized:
         for step in bar:

@@ -9,6 +9,7 @@ temporary folder that replaces ``--output-dir`` only at the very end.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -23,9 +24,10 @@ from cdm_qta.hw.files import write_atomic
 from cdm_qta.sw.gemm_cmd import make_config
 from cdm_qta.sw.tables import format_table
 
+from .background import BackgroundCall
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, sha256
 from .data import CLASS_WORDS, digit_splits, load_image_folder
-from .loop import FineTuned, fine_tune, new_token, prior_images
+from .loop import FineTuned, add_lora, fine_tune, new_token, prior_images
 from .models import base_prompt
 from .offload import Accelerator, summarize
 from .outputs import output_folder, save_lora, save_token
@@ -59,6 +61,9 @@ class RunOptions:
     compare_golden: bool = False
     checkpoint: Path | None = None
     progress: bool = True
+    #: Processes: with 2 or more, the FP32 run (and the base and FP32 scores) goes to a second
+    #: process while this one trains INT8; results are the same as with 1.
+    jobs: int = 1
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, precisions: tuple[str, ...]) -> RunOptions:
@@ -89,6 +94,7 @@ class RunOptions:
             guidance=GUIDANCE if args.guidance is None else args.guidance,
             compare_golden=args.compare_golden,
             checkpoint=args.checkpoint,
+            jobs=args.jobs,
         )
 
     def train_config(self, precision: str) -> TrainConfig:
@@ -194,14 +200,30 @@ def train_and_report(opts: RunOptions) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "torch": torch.__version__},
         "models": {},
     }
+    scoring = {
+        "concept_prompt": concept_prompt,
+        "validation_images": validation,
+        "samples": opts.eval_samples,
+        "seed": opts.train.get("seed", 0),
+        "guidance": opts.guidance,
+    }
+    scored: dict[str, dict[str, Any]] = {}  # model -> scores computed beside the INT8 run
     with output_folder(opts.output_dir) as tmp:
         acc = (
             Accelerator(opts.backend, accel_cfg, keep_results=opts.compare_golden)
             if "int8" in configs
             else None
         )
+        beside = None
+        if opts.jobs >= 2 and "fp32" in configs and len(configs) > 1:
+            beside = BackgroundCall(
+                _fp32_run, opts.checkpoint, instance, prior, configs["fp32"], opts.progress,
+                scoring if opts.eval_samples else None,
+            )  # fmt: skip
         try:
             for precision, cfg in configs.items():
+                if precision == "fp32" and beside is not None:
+                    continue
                 if precision == "int8" and opts.compare_golden:
                     check, run, _ = compare_backends(
                         ckpt, instance, prior, cfg, opts.backend, accel_cfg,
@@ -214,15 +236,23 @@ def train_and_report(opts: RunOptions) -> dict[str, Any]:
                         accelerator=acc if precision == "int8" else None, progress=opts.progress,
                     )  # fmt: skip
                 runs[precision] = run
+            if beside is not None:
+                done = beside.result()
+                runs["fp32"] = _rebuilt(ckpt, configs["fp32"], done)
+                scored = done["scores"]
+            runs = {p: runs[p] for p in configs}
+            for precision, run in runs.items():
                 folder = tmp / precision
                 folder.mkdir()
                 save_lora(run.unet, folder)
-                save_token(cfg.modifier_token, run.token_embedding, folder)
+                save_token(run.config.modifier_token, run.token_embedding, folder)
             if acc is not None:
                 report["hardware"] = _hardware(acc, runs["int8"])
         finally:
             if acc is not None:
                 acc.close()
+            if beside is not None:
+                beside.cancel()
         tokenizer, init_token = new_token(ckpt, first)
         models: dict[str, tuple[Any, Any, torch.Tensor]] = {
             "base": (ckpt.unet, tokenizer, init_token.detach()),
@@ -238,12 +268,10 @@ def train_and_report(opts: RunOptions) -> dict[str, Any]:
                     steps=len(run.losses),
                     losses=[round(r["loss"], 6) for r in run.losses],
                 )
-            if opts.eval_samples:
-                scores: Scores = score_model(
-                    ckpt, unet, tok, emb, concept_prompt=concept_prompt,
-                    validation_images=validation, samples=opts.eval_samples,
-                    seed=opts.train.get("seed", 0), guidance=opts.guidance,
-                )  # fmt: skip
+            if name in scored:
+                entry["scores"] = scored[name]
+            elif opts.eval_samples:
+                scores: Scores = score_model(ckpt, unet, tok, emb, **scoring)
                 entry["scores"] = scores.to_dict()
                 if not default_concept:
                     entry["scores"]["concept_score"] = None  # no classifier for a user's concept
@@ -265,6 +293,46 @@ def train_and_report(opts: RunOptions) -> dict[str, Any]:
         write_atomic(tmp / "report.json", json.dumps(report, indent=1, default=_json) + "\n")
         write_markdown(report, tmp / "report.md")
     return report
+
+
+def _fp32_run(
+    checkpoint: Path | None,
+    instance: np.ndarray,
+    prior: tuple[np.ndarray, np.ndarray],
+    cfg: TrainConfig,
+    progress: bool,
+    scoring: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The FP32 run in a process of its own (:class:`BackgroundCall`): train, and score the
+    base model and the result if ``scoring`` (the keywords of :func:`score_model`)."""
+    torch.set_num_threads(1)
+    ckpt = load_checkpoint(checkpoint or CHECKPOINT_DIR)
+    run = fine_tune(ckpt, instance, prior, cfg, progress=progress, position=1)
+    scores: dict[str, dict[str, Any]] = {}
+    if scoring is not None:
+        tokenizer, init_token = new_token(ckpt, cfg)
+        scores["base"] = score_model(
+            ckpt, ckpt.unet, tokenizer, init_token.detach(), **scoring
+        ).to_dict()
+        scores["fp32 LoRA"] = score_model(
+            ckpt, run.unet, run.tokenizer, run.token_embedding, **scoring
+        ).to_dict()
+    return {
+        "unet": run.unet.state_dict(),
+        "token": run.token_embedding,
+        "losses": run.losses,
+        "seconds": run.seconds,
+        "scores": scores,
+    }
+
+
+def _rebuilt(ckpt: Any, cfg: TrainConfig, done: dict[str, Any]) -> FineTuned:
+    """The :class:`FineTuned` of a run made in another process, from its weights."""
+    unet = add_lora(copy.deepcopy(ckpt.unet), cfg.rank, cfg.seed)
+    unet.load_state_dict(done["unet"])
+    unet.eval()
+    tokenizer, _ = new_token(ckpt, cfg)
+    return FineTuned(cfg, unet, tokenizer, done["token"], done["losses"], done["seconds"])
 
 
 def _json(obj: Any) -> Any:

@@ -198,6 +198,38 @@ def test_qta_train_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert token == "<new1>" and emb.shape == (64,)
 
 
+def test_fp32_beside_int8_gives_what_one_process_gives(tmp_path: Path) -> None:
+    """``--jobs 2`` trains FP32 (and scores it and the base model) in a second process: the
+    report's losses and scores and the saved files are bit-identical to ``--jobs 1``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from cdm_qta.sw.train.train_run import RunOptions, train_and_report
+
+    def _tensors(path: Path) -> dict[str, bytes]:
+        return {k: v.numpy().tobytes() for k, v in load_file(path).items()}
+
+    got = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}"
+        report = train_and_report(
+            RunOptions(
+                output_dir=out, train={"max_train_steps": 2, "num_class_images": 9},
+                eval_samples=3, jobs=jobs, progress=False,
+            )
+        )  # fmt: skip
+        files = {  # tensors and metadata (the header's key order is not fixed by safetensors)
+            f"{p}/{f}": (_tensors(out / p / f), safe_open(out / p / f, "pt").metadata())
+            for p in ("fp32", "int8")
+            for f in (LORA_WEIGHTS, "<new1>.safetensors")
+        }
+        models = {k: (v["losses"] if "losses" in v else None, v["scores"]) for k, v in
+                  report["models"].items()}  # fmt: skip
+        got[jobs] = (models, files)
+    assert list(got[2][0]) == ["base", "fp32 LoRA", "int8 LoRA"]
+    assert got[1] == got[2]
+
+
 def _run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     code = main(argv)
     return code, capsys.readouterr().err
