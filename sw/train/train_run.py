@@ -269,12 +269,12 @@ def train_and_report(opts: RunOptions) -> dict[str, Any]:
                     losses=[round(r["loss"], 6) for r in run.losses],
                 )
             if name in scored:
-                entry["scores"] = scored[name]
+                entry["scores"] = dict(scored[name])
             elif opts.eval_samples:
                 scores: Scores = score_model(ckpt, unet, tok, emb, **scoring)
                 entry["scores"] = scores.to_dict()
-                if not default_concept:
-                    entry["scores"]["concept_score"] = None  # no classifier for a user's concept
+            if "scores" in entry and not default_concept:
+                entry["scores"]["concept_score"] = None  # no classifier for a user's concept
             report["models"][name] = entry
         prompts = _grid_prompts(concept_prompt)
         grid = {

@@ -335,3 +335,28 @@ def test_offload_all_sends_every_gemm_of_the_step(ckpt) -> None:  # type: ignore
     forward_macs = sum(r.macs for r in records if r.phase == "forward")
     assert forward_macs == counter.get_total_flops() // 2
     assert len(q.losses) == 1
+
+
+def test_a_users_concept_has_no_concept_score_on_either_process(tmp_path: Path) -> None:
+    """There is no classifier for a user's own images: no model gets a concept score, also
+    those scored in the FP32 process beside INT8 (``jobs=2``)."""
+    from PIL import Image
+
+    from cdm_qta.sw.train.train_run import RunOptions, train_and_report
+
+    images = tmp_path / "mine"
+    images.mkdir()
+    img = np.full((16, 16), 255, np.uint8)
+    img[4:12, 7:9] = 0
+    Image.fromarray(img).save(images / "one.png")
+    report = train_and_report(
+        RunOptions(
+            output_dir=tmp_path / "run", instance_data_dir=images,
+            train={"max_train_steps": 1, "num_class_images": 9}, eval_samples=3, jobs=2,
+            progress=False,
+        )
+    )  # fmt: skip
+    assert set(report["models"]) == {"base", "fp32 LoRA", "int8 LoRA"}
+    for name, entry in report["models"].items():
+        assert entry["scores"]["concept_score"] is None, name
+        assert entry["scores"]["prior_score"] >= 0, name
